@@ -1,0 +1,53 @@
+// State shared by a Bus and every publisher/subscriber it made. Internal.
+//
+// Cores keep a shared_ptr to it, so the io_context outlives every handler that
+// might still reference it even if the Bus object goes away first.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "ipcbus/config.hpp"
+#include "ipcbus/registry.hpp"
+#include "ipcbus/transport.hpp"
+
+namespace ipcbus::detail {
+
+class subscriber_core;
+class publisher_core;
+
+struct bus_state : std::enable_shared_from_this<bus_state> {
+  config cfg;
+  std::filesystem::path domain_dir;
+  std::unique_ptr<boost::asio::io_context> owned_io;  // null with an external io_context
+  boost::asio::io_context* io = nullptr;
+  transport_registry transports;
+  std::string host;
+  std::uint64_t host_id = 0;
+  std::atomic<bool> closed{false};
+
+  // Subscribers to tell when the directory changes (io thread only after setup).
+  std::mutex subscribers_mutex;
+  std::vector<std::weak_ptr<subscriber_core>> subscribers;
+  std::vector<std::weak_ptr<publisher_core>> publishers;  // closed at shutdown
+  std::unique_ptr<directory_watcher> watcher;
+  std::unique_ptr<boost::asio::steady_timer> rescan_timer;
+
+  // Registers a subscriber and starts discovery for it on the io thread.
+  void add_subscriber(const std::shared_ptr<subscriber_core>& s);
+  // Rescans for every live subscriber (io thread).
+  void rescan_all();
+  void stop_discovery();
+
+ private:
+  void start_watching();
+  void arm_rescan_timer();
+};
+
+}  // namespace ipcbus::detail

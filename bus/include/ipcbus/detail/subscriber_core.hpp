@@ -1,0 +1,93 @@
+// The type-erased subscriber behind Subscriber<T>. Internal.
+//
+// Finds matching publishers in the registry, keeps one transport link per
+// publisher, drops duplicates, computes lost_before from sequence gaps, and
+// either calls a handler on the io thread or queues messages for receive().
+// Thread-safety: pop()/close()/counts from any thread; links on the io thread.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <system_error>
+
+#include "ipcbus/detail/bus_state.hpp"
+#include "ipcbus/message.hpp"
+#include "ipcbus/stats_block.hpp"
+
+namespace ipcbus::detail {
+
+class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
+ public:
+  // Returns false when the payload does not parse as the expected type.
+  using frame_handler = std::function<bool(const frame_view&, const MessageInfo&)>;
+
+  // An empty handler means pull mode (receive()).
+  static std::shared_ptr<subscriber_core> create(std::shared_ptr<bus_state> bus, std::string_view pattern,
+                                                 const std::string& type_name, frame_handler handler,
+                                                 std::error_code& ec);
+  ~subscriber_core();
+
+  // Pull mode: waits up to `timeout` for a message. timed_out or closed in ec.
+  bool pop(std::string& payload, MessageInfo& info, std::chrono::milliseconds timeout,
+           std::error_code& ec);
+  std::size_t publisher_count() const { return link_count_.load(); }
+  bool wait_for_publishers(std::size_t n, std::chrono::milliseconds timeout) const;
+  void close();
+  void rescan();  // io thread
+  const std::string& pattern() const { return pattern_; }
+  stats_counters& counters() { return stats_->counters(); }
+
+  subscriber_core(std::shared_ptr<bus_state> bus, std::string pattern, std::string type_name,
+                  frame_handler handler);
+
+ private:
+  struct link_entry {
+    std::unique_ptr<subscriber_link> link;
+    std::uint64_t last_sequence = 0;  // duplicates (history overlap) are dropped
+    std::string transport;
+    std::string topic;
+  };
+  struct queued {
+    std::string payload;
+    MessageInfo info;
+  };
+
+  void connect_to(const participant_record& pub);
+  void on_frame(std::uint64_t publisher_id, const frame_view& frame);
+  void on_link_closed(std::uint64_t publisher_id, std::error_code ec, const std::string& reason);
+  void enqueue(const frame_view& frame, MessageInfo info);
+  // Fills info.lost_before from the gap since the last message delivered from that publisher.
+  void account_gap(MessageInfo& info);
+  void set_paused(bool paused);  // io thread
+
+  std::shared_ptr<bus_state> bus_;
+  std::string pattern_;
+  std::string type_name_;
+  topic_settings settings_;
+  frame_handler handler_;
+  std::uint64_t id_;
+  std::unique_ptr<registration> registration_;
+  std::unique_ptr<stats_block> stats_;
+
+  // io thread only
+  std::map<std::uint64_t, link_entry> links_;
+  std::set<std::uint64_t> refused_;
+  bool paused_ = false;
+  std::atomic<std::size_t> link_count_{0};
+
+  // Delivery: guards the queue, the gap tracker and the closed flag. The handler
+  // runs with it held so that close() returns only once no callback is running.
+  mutable std::recursive_mutex delivery_mutex_;
+  mutable std::condition_variable_any delivery_cv_;
+  std::deque<queued> queue_;
+  std::map<std::uint64_t, std::uint64_t> last_delivered_;
+  bool closed_ = false;
+};
+
+}  // namespace ipcbus::detail

@@ -1,0 +1,216 @@
+#include "ipcbus/bus.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <fstream>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include "ipcbus/detail/publisher_core.hpp"
+#include "ipcbus/detail/subscriber_core.hpp"
+#include "ipcbus/log.hpp"
+#include "ipcbus/topic.hpp"
+#if IPCBUS_HAVE_SOCKET
+#include "ipcbus/transports/socket.hpp"
+#endif
+
+namespace ipcbus {
+
+namespace asio = boost::asio;
+
+// ---- bus_state ----------------------------------------------------------------
+
+namespace detail {
+
+void bus_state::add_subscriber(const std::shared_ptr<subscriber_core>& s) {
+  {
+    std::lock_guard lock(subscribers_mutex);
+    subscribers.push_back(s);
+  }
+  asio::post(*io, [self = shared_from_this(), weak = std::weak_ptr<subscriber_core>(s)] {
+    if (self->closed) return;
+    if (!self->watcher) self->start_watching();
+    if (auto sub = weak.lock()) sub->rescan();
+  });
+}
+
+void bus_state::start_watching() {
+  std::error_code ec;
+  std::weak_ptr<bus_state> weak = shared_from_this();
+  watcher = std::make_unique<directory_watcher>(*io, domain_dir, [weak] {
+    if (auto self = weak.lock()) self->rescan_all();
+  }, ec);
+  if (ec) log_line(log_level::warn, "cannot watch " + domain_dir.string() + " (" + ec.message() +
+                                        "); discovering by polling only");
+  rescan_timer = std::make_unique<asio::steady_timer>(*io);
+  arm_rescan_timer();
+}
+
+// inotify is the fast path; a slow periodic scan covers anything it might miss.
+void bus_state::arm_rescan_timer() {
+  rescan_timer->expires_after(std::chrono::milliseconds(500));
+  rescan_timer->async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closed) return;
+    self->rescan_all();
+    self->arm_rescan_timer();
+  });
+}
+
+void bus_state::rescan_all() {
+  std::vector<std::shared_ptr<subscriber_core>> live;
+  {
+    std::lock_guard lock(subscribers_mutex);
+    std::erase_if(subscribers, [&](const auto& w) {
+      auto s = w.lock();
+      if (!s) return true;
+      live.push_back(std::move(s));
+      return false;
+    });
+  }
+  for (auto& s : live) s->rescan();
+}
+
+void bus_state::stop_discovery() {
+  if (watcher) watcher->close();
+  if (rescan_timer) rescan_timer->cancel();
+}
+
+}  // namespace detail
+
+// ---- Bus ----------------------------------------------------------------------
+
+struct Bus::shutdown_signal {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int signal = 0;
+  bool requested = false;
+};
+
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// A stable per-host id for loop prevention across bridges.
+std::uint64_t host_identity() {
+  std::ifstream in("/etc/machine-id");
+  std::string id;
+  in >> id;
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (char c : id.empty() ? host_name() : id) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h ? h : 1;
+}
+
+}  // namespace
+
+Bus::Bus() : Bus(bus_options{}) {}
+
+Bus::Bus(bus_options options) { start(nullptr, std::move(options)); }
+
+Bus::Bus(asio::io_context& io, bus_options options) { start(&io, std::move(options)); }
+
+void Bus::start(asio::io_context* external, bus_options options) {
+  // A reader that vanished must surface as EPIPE on that one link, never kill the process.
+  ::signal(SIGPIPE, SIG_IGN);
+  state_ = std::make_shared<detail::bus_state>();
+  state_->cfg = options.cfg ? std::move(*options.cfg) : load_config_from_environment();
+  if (!options.domain.empty()) state_->cfg.domain = options.domain;
+  if (!options.runtime_dir.empty()) state_->cfg.runtime_dir = options.runtime_dir;
+  std::string why;
+  if (validate_topic(state_->cfg.domain, &why) || state_->cfg.domain.find('/') != std::string::npos)
+    throw config_error("domain '" + state_->cfg.domain + "' must be one name of [A-Za-z0-9_.-]");
+  std::error_code ec;
+  state_->domain_dir = ensure_domain_dir(state_->cfg, ec);
+  throw_if(ec, "runtime directory " + domain_dir_of(state_->cfg).string());
+  state_->host = host_name();
+  state_->host_id = host_identity();
+#if IPCBUS_HAVE_SOCKET
+  transport::socket::register_unix(state_->transports);
+  transport::socket::register_tcp(state_->transports);
+#endif
+  // Stale entries of crashed processes would only cost failed connects: reclaim them now.
+  reclaim_stale(state_->domain_dir);
+  shutdown_signal_ = std::make_shared<shutdown_signal>();
+  if (external) {
+    state_->io = external;
+    return;
+  }
+  state_->owned_io = std::make_unique<asio::io_context>(1);
+  state_->io = state_->owned_io.get();
+  // Only the io thread takes the signals the bus handles; it is started with them blocked
+  // in every other sense: the signal_set in run_until_signal routes them through Asio.
+  thread_ = std::thread([io = state_->io] {
+    auto guard = asio::make_work_guard(*io);
+    io->run();
+  });
+}
+
+Bus::~Bus() { shutdown(); }
+
+const config& Bus::configuration() const { return state_->cfg; }
+const std::string& Bus::domain() const { return state_->cfg.domain; }
+const std::filesystem::path& Bus::domain_directory() const { return state_->domain_dir; }
+asio::io_context& Bus::io_context() { return *state_->io; }
+
+int Bus::run_until_signal(std::chrono::milliseconds drain) {
+  auto sig = shutdown_signal_;
+  auto signals = std::make_shared<asio::signal_set>(*state_->io, SIGINT, SIGTERM);
+  signals->async_wait([sig](const boost::system::error_code& ec, int number) {
+    if (ec) return;
+    std::lock_guard lock(sig->mutex);
+    sig->signal = number;
+    sig->requested = true;
+    sig->cv.notify_all();
+  });
+  int number = 0;
+  {
+    std::unique_lock lock(sig->mutex);
+    sig->cv.wait(lock, [&] { return sig->requested; });
+    number = sig->signal;
+  }
+  asio::post(*state_->io, [signals] {
+    boost::system::error_code ignored;
+    signals->cancel(ignored);
+  });
+  shutdown(drain);
+  return number;
+}
+
+void Bus::shutdown(std::chrono::milliseconds drain) {
+  if (!state_ || state_->closed.exchange(true)) return;
+  {
+    std::lock_guard lock(shutdown_signal_->mutex);
+    shutdown_signal_->requested = true;
+    shutdown_signal_->cv.notify_all();
+  }
+  std::vector<std::shared_ptr<detail::publisher_core>> pubs;
+  std::vector<std::shared_ptr<detail::subscriber_core>> subs;
+  {
+    std::lock_guard lock(state_->subscribers_mutex);
+    for (auto& w : state_->publishers)
+      if (auto p = w.lock()) pubs.push_back(std::move(p));
+    for (auto& w : state_->subscribers)
+      if (auto s = w.lock()) subs.push_back(std::move(s));
+  }
+  for (auto& p : pubs) p->close(drain);  // drains first: subscribers elsewhere still read
+  for (auto& s : subs) s->close();
+  asio::post(*state_->io, [state = state_] { state->stop_discovery(); });
+  if (thread_.joinable()) {
+    // Let the posted closes run, then stop.
+    asio::post(*state_->io, [io = state_->io] { io->stop(); });
+    thread_.join();
+    // Run what was posted after the stop (link closes): nothing may keep the state alive.
+    state_->io->restart();
+    state_->io->poll();
+  }
+}
+
+}  // namespace ipcbus

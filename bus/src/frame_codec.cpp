@@ -1,0 +1,174 @@
+#include "ipcbus/frame_codec.hpp"
+
+#include <cstring>
+
+#include "ipcbus/error.hpp"
+
+namespace ipcbus {
+namespace {
+
+// Field numbers and wire types of ipcbus.Frame.
+enum : std::uint32_t {
+  f_sequence = 1, f_publisher_id = 2, f_publish_time = 3, f_origin_host = 4,
+  f_hop_count = 5, f_payload_type = 6, f_payload = 15,
+};
+enum : std::uint32_t { wt_varint = 0, wt_fixed64 = 1, wt_len = 2, wt_fixed32 = 5 };
+
+constexpr std::uint32_t tag(std::uint32_t field, std::uint32_t wire) { return (field << 3) | wire; }
+
+std::size_t varint_size(std::uint64_t v) {
+  std::size_t n = 1;
+  while (v >= 0x80) { v >>= 7; ++n; }
+  return n;
+}
+
+char* put_varint(char* p, std::uint64_t v) {
+  while (v >= 0x80) { *p++ = static_cast<char>(v | 0x80); v >>= 7; }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+char* put_fixed64(char* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) *p++ = static_cast<char>(v >> (8 * i));  // little endian
+  return p;
+}
+
+// proto3 omits fields with default values; we do the same so our bytes equal
+// what the generated class produces.
+std::size_t header_size(const frame_header& h, std::size_t payload_size) {
+  std::size_t n = 0;
+  if (h.sequence) n += 1 + varint_size(h.sequence);
+  if (h.publisher_id) n += 1 + 8;
+  if (h.publish_time_ns) n += 1 + varint_size(static_cast<std::uint64_t>(h.publish_time_ns));
+  if (h.origin_host) n += 1 + 8;
+  if (h.hop_count) n += 1 + varint_size(h.hop_count);
+  if (!h.payload_type.empty())
+    n += 1 + varint_size(h.payload_type.size()) + h.payload_type.size();
+  if (payload_size) n += 1 + varint_size(payload_size);
+  return n;
+}
+
+bool get_varint(const char*& p, const char* end, std::uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64 && p < end; shift += 7) {
+    const auto byte = static_cast<unsigned char>(*p++);
+    v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) return true;
+  }
+  return false;
+}
+
+bool get_fixed64(const char*& p, const char* end, std::uint64_t& v) {
+  if (end - p < 8) return false;
+  v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  p += 8;
+  return true;
+}
+
+bool get_bytes(const char*& p, const char* end, std::string_view& out) {
+  std::uint64_t len = 0;
+  if (!get_varint(p, end, len) || len > static_cast<std::uint64_t>(end - p)) return false;
+  out = std::string_view(p, len);
+  p += len;
+  return true;
+}
+
+// Skips a field we do not know (forward compatibility, as protobuf does).
+bool skip_field(const char*& p, const char* end, std::uint32_t wire) {
+  std::uint64_t ignored = 0;
+  std::string_view ignored_bytes;
+  switch (wire) {
+    case wt_varint: return get_varint(p, end, ignored);
+    case wt_fixed64: return get_fixed64(p, end, ignored);
+    case wt_len: return get_bytes(p, end, ignored_bytes);
+    case wt_fixed32: if (end - p < 4) return false; p += 4; return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+std::size_t frame_size(const frame_header& h, std::size_t payload_size) {
+  return header_size(h, payload_size) + payload_size;
+}
+
+bool encode_delimited_frame(const frame_header& h, std::size_t payload_size,
+                            const payload_writer& write_payload, std::string& out) {
+  const std::size_t body = frame_size(h, payload_size);
+  const std::size_t start = out.size();
+  out.resize(start + varint_size(body) + body);
+  char* p = out.data() + start;
+  p = put_varint(p, body);
+  if (h.sequence) { p = put_varint(p, tag(f_sequence, wt_varint)); p = put_varint(p, h.sequence); }
+  if (h.publisher_id) { p = put_varint(p, tag(f_publisher_id, wt_fixed64)); p = put_fixed64(p, h.publisher_id); }
+  if (h.publish_time_ns) {
+    p = put_varint(p, tag(f_publish_time, wt_varint));
+    p = put_varint(p, static_cast<std::uint64_t>(h.publish_time_ns));
+  }
+  if (h.origin_host) { p = put_varint(p, tag(f_origin_host, wt_fixed64)); p = put_fixed64(p, h.origin_host); }
+  if (h.hop_count) { p = put_varint(p, tag(f_hop_count, wt_varint)); p = put_varint(p, h.hop_count); }
+  if (!h.payload_type.empty()) {
+    p = put_varint(p, tag(f_payload_type, wt_len));
+    p = put_varint(p, h.payload_type.size());
+    std::memcpy(p, h.payload_type.data(), h.payload_type.size());
+    p += h.payload_type.size();
+  }
+  if (payload_size) {
+    p = put_varint(p, tag(f_payload, wt_len));
+    p = put_varint(p, payload_size);
+    if (!write_payload(p, payload_size)) {
+      out.resize(start);
+      return false;
+    }
+  }
+  return true;
+}
+
+std::error_code decode_frame(std::string_view bytes, frame_view& out) {
+  out = frame_view{};
+  const char* p = bytes.data();
+  const char* end = p + bytes.size();
+  const auto bad = make_error_code(errc::malformed_frame);
+  while (p < end) {
+    std::uint64_t key = 0;
+    if (!get_varint(p, end, key) || key > 0xffffffffu || (key >> 3) == 0) return bad;
+    const auto field = static_cast<std::uint32_t>(key >> 3);
+    const auto wire = static_cast<std::uint32_t>(key & 7);
+    std::uint64_t v = 0;
+    bool ok = true;
+    if (field == f_sequence && wire == wt_varint) { ok = get_varint(p, end, out.header.sequence); }
+    else if (field == f_publisher_id && wire == wt_fixed64) { ok = get_fixed64(p, end, out.header.publisher_id); }
+    else if (field == f_publish_time && wire == wt_varint) {
+      ok = get_varint(p, end, v);
+      out.header.publish_time_ns = static_cast<std::int64_t>(v);
+    } else if (field == f_origin_host && wire == wt_fixed64) { ok = get_fixed64(p, end, out.header.origin_host); }
+    else if (field == f_hop_count && wire == wt_varint) {
+      ok = get_varint(p, end, v) && v <= 0xffffffffu;
+      out.header.hop_count = static_cast<std::uint32_t>(v);
+    } else if (field == f_payload_type && wire == wt_len) { ok = get_bytes(p, end, out.header.payload_type); }
+    else if (field == f_payload && wire == wt_len) { ok = get_bytes(p, end, out.payload); }
+    else { ok = skip_field(p, end, wire); }
+    if (!ok) return bad;
+  }
+  return {};
+}
+
+prefix_status read_length_prefix(std::string_view bytes, std::uint32_t& length,
+                                 std::size_t& prefix_bytes) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 5; ++i) {
+    if (i >= bytes.size()) return prefix_status::need_more;
+    const auto byte = static_cast<unsigned char>(bytes[i]);
+    v |= static_cast<std::uint64_t>(byte & 0x7f) << (7 * i);
+    if (!(byte & 0x80)) {
+      if (v > 0xffffffffu) return prefix_status::malformed;
+      length = static_cast<std::uint32_t>(v);
+      prefix_bytes = i + 1;
+      return prefix_status::complete;
+    }
+  }
+  return prefix_status::malformed;
+}
+
+}  // namespace ipcbus

@@ -1,0 +1,202 @@
+#include "ipcbus/registry.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <boost/asio/buffer.hpp>
+
+#include "ipcbus/error.hpp"
+
+namespace ipcbus {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_entry_name(const std::string& name) {
+  return !name.empty() && name[0] != '.' &&
+         (name.ends_with(".pub") || name.ends_with(".sub"));
+}
+
+std::error_code write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return {errno, std::system_category()};
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// Removes `<id>.*` in dir (the prefix is everything before the first dot).
+void remove_owned_files(const fs::path& dir, const std::string& id_hex,
+                        std::vector<fs::path>* removed) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > id_hex.size() && name.compare(0, id_hex.size(), id_hex) == 0 &&
+        name[id_hex.size()] == '.') {
+      std::error_code rm_ec;
+      if (fs::remove(e.path(), rm_ec) && removed) removed->push_back(e.path());
+    }
+  }
+}
+
+}  // namespace
+
+fs::path domain_dir_of(const config& cfg) { return cfg.resolved_runtime_dir() / cfg.domain; }
+
+fs::path ensure_domain_dir(const config& cfg, std::error_code& ec) {
+  const fs::path runtime = cfg.resolved_runtime_dir();
+  const fs::path dir = runtime / cfg.domain;
+  for (const fs::path& p : {runtime, dir}) {
+    if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) {
+      if (errno == ENOENT) {  // parents missing: create them, then our own level 0700
+        fs::create_directories(p.parent_path(), ec);
+        if (ec) return {};
+        if (::mkdir(p.c_str(), 0700) == 0 || errno == EEXIST) continue;
+      }
+      ec = {errno, std::system_category()};
+      return {};
+    }
+  }
+  ec.clear();
+  return dir;
+}
+
+std::uint64_t random_id() {
+  static thread_local std::mt19937_64 gen([] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
+           static_cast<std::uint64_t>(::getpid());
+  }());
+  std::uint64_t id = 0;
+  while (id == 0) id = gen();
+  return id;
+}
+
+std::string id_to_hex(std::uint64_t id) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+std::unique_ptr<registration> registration::create(const fs::path& dir, const Participant& info,
+                                                   std::error_code& ec) {
+  const std::string id_hex = id_to_hex(info.id());
+  const char* suffix = info.role() == ROLE_PUBLISHER ? ".pub" : ".sub";
+  const fs::path tmp = dir / ("." + id_hex + ".tmp");
+  const fs::path entry = dir / (id_hex + suffix);
+  // Write under a hidden name, lock, then rename: readers never see a partial entry,
+  // and the lock (on the inode) is already held when the name appears.
+  const int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) { ec = {errno, std::system_category()}; return nullptr; }
+  auto fail = [&](int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    ec = {err, std::system_category()};
+    return nullptr;
+  };
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return fail(errno);
+  std::string bytes;
+  if (!info.SerializeToString(&bytes)) return fail(EINVAL);
+  if (auto wec = write_all(fd, bytes)) return fail(wec.value());
+  if (::rename(tmp.c_str(), entry.c_str()) != 0) return fail(errno);
+  ec.clear();
+  return std::unique_ptr<registration>(new registration(dir, info.id(), entry, fd));
+}
+
+registration::~registration() {
+  ::unlink(entry_path_.c_str());
+  remove_owned_files(dir_, id_to_hex(id_), nullptr);
+  ::close(fd_);
+}
+
+bool entry_is_stale(const fs::path& entry) {
+  const int fd = ::open(entry.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // gone already: nothing to reclaim through it
+  const bool stale = ::flock(fd, LOCK_SH | LOCK_NB) == 0;
+  ::close(fd);
+  return stale;
+}
+
+std::vector<participant_record> list_participants(const fs::path& dir, bool include_stale) {
+  std::vector<participant_record> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!is_entry_name(e.path().filename().string())) continue;
+    participant_record rec;
+    rec.entry_path = e.path();
+    std::ifstream in(e.path(), std::ios::binary);
+    std::ostringstream content;
+    content << in.rdbuf();
+    if (!in || !rec.info.ParseFromString(content.str())) continue;
+    rec.alive = !entry_is_stale(e.path());
+    if (rec.alive || include_stale) out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+std::vector<fs::path> reclaim_stale(const fs::path& dir) {
+  std::vector<fs::path> removed;
+  std::error_code ec;
+  std::vector<fs::path> stale_entries;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (is_entry_name(name) && entry_is_stale(e.path())) stale_entries.push_back(e.path());
+    // Hidden temporaries of a participant that died while registering.
+    if (name.starts_with(".") && name.ends_with(".tmp") && entry_is_stale(e.path())) {
+      std::error_code rm_ec;
+      if (fs::remove(e.path(), rm_ec)) removed.push_back(e.path());
+    }
+  }
+  for (const auto& entry : stale_entries) {
+    const std::string name = entry.filename().string();
+    remove_owned_files(dir, name.substr(0, name.find('.')), &removed);
+  }
+  return removed;
+}
+
+directory_watcher::directory_watcher(boost::asio::io_context& io, const fs::path& dir,
+                                     std::function<void()> on_change, std::error_code& ec)
+    : stream_(io), on_change_(std::move(on_change)) {
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) { ec = {errno, std::system_category()}; return; }
+  if (::inotify_add_watch(fd, dir.c_str(), IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE) < 0) {
+    ec = {errno, std::system_category()};
+    ::close(fd);
+    return;
+  }
+  stream_.assign(fd);
+  ec.clear();
+  arm();
+}
+
+directory_watcher::~directory_watcher() { close(); }
+
+void directory_watcher::close() {
+  *alive_ = false;
+  boost::system::error_code ignored;
+  stream_.close(ignored);
+}
+
+void directory_watcher::arm() {
+  stream_.async_read_some(boost::asio::buffer(buffer_),
+                          [this, alive = alive_](const boost::system::error_code& ec, std::size_t) {
+                            if (!*alive || ec) return;
+                            on_change_();
+                            if (*alive) arm();
+                          });
+}
+
+}  // namespace ipcbus

@@ -1,0 +1,269 @@
+#include "ipcbus/detail/subscriber_core.hpp"
+
+#include <unistd.h>
+
+#include <thread>
+
+#include <boost/asio/post.hpp>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/log.hpp"
+#include "ipcbus/topic.hpp"
+
+namespace ipcbus::detail {
+
+subscriber_core::subscriber_core(std::shared_ptr<bus_state> bus, std::string pattern, std::string type_name,
+                                 frame_handler handler)
+    : bus_(std::move(bus)),
+      pattern_(std::move(pattern)),
+      type_name_(std::move(type_name)),
+      handler_(std::move(handler)),
+      id_(random_id()) {
+  settings_ = bus_->cfg.settings_for(pattern_);
+}
+
+std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_state> bus, std::string_view pattern,
+                                                         const std::string& type_name, frame_handler handler,
+                                                         std::error_code& ec) {
+  std::string why;
+  if ((ec = validate_pattern(pattern, &why))) {
+    log_line(log_level::error, why);
+    return nullptr;
+  }
+  if (bus->closed) { ec = make_error_code(errc::closed); return nullptr; }
+  auto core = std::make_shared<subscriber_core>(bus, std::string(pattern), type_name, std::move(handler));
+  std::error_code stats_ec;
+  core->stats_ = stats_block::create(bus->domain_dir / (id_to_hex(core->id_) + ".stats"), stats_ec);
+  Participant info;
+  info.set_id(core->id_);
+  info.set_role(ROLE_SUBSCRIBER);
+  info.set_topic(core->pattern_);
+  info.set_type_name(type_name);
+  info.set_pid(::getpid());
+  info.set_host(bus->host);
+  info.set_depth(core->settings_.depth);
+  core->registration_ = registration::create(bus->domain_dir, info, ec);
+  if (ec) return nullptr;
+  bus->add_subscriber(core);
+  return core;
+}
+
+subscriber_core::~subscriber_core() = default;
+
+void subscriber_core::rescan() {
+  {
+    std::lock_guard lock(delivery_mutex_);
+    if (closed_) return;
+  }
+  for (const auto& pub : list_participants(bus_->domain_dir)) {
+    if (pub.info.role() != ROLE_PUBLISHER || links_.count(pub.info.id()) || refused_.count(pub.info.id()))
+      continue;
+    if (!topic_matches(pattern_, pub.info.topic())) continue;
+    log_line(log_level::debug, "subscription '" + pattern_ + "': connecting to " + pub.info.endpoint());
+    connect_to(pub);
+  }
+}
+
+void subscriber_core::connect_to(const participant_record& pub) {
+  const auto& info = pub.info;
+  if (!type_name_.empty() && info.type_name() != type_name_) {
+    refused_.insert(info.id());
+    stats_->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
+    log_line(log_level::warn, "subscription '" + pattern_ + "' expects " + type_name_ + " but topic '" +
+                                  info.topic() + "' carries " +
+                                  (info.type_name().empty() ? "raw bytes" : info.type_name()) + "; ignoring it");
+    return;
+  }
+  transport_backend* t = bus_->transports.find(uri_scheme(info.endpoint()));
+  if (!t) {
+    refused_.insert(info.id());
+    log_line(log_level::warn, "topic '" + info.topic() + "': no transport for " + info.endpoint());
+    return;
+  }
+  link_options opts;
+  // Never trust a peer's advertised limit more than our own configuration.
+  opts.max_frame = std::min<std::uint64_t>(info.max_message(), settings_.max_message) + max_frame_overhead +
+                   info.type_name().size();
+  opts.security = bus_->cfg.security;
+  std::weak_ptr<subscriber_core> weak = shared_from_this();
+  const std::uint64_t pid = info.id();
+  link_callbacks cbs;
+  cbs.on_frame = [weak, pid](const frame_view& f) {
+    if (auto self = weak.lock()) self->on_frame(pid, f);
+  };
+  cbs.on_closed = [weak, pid](std::error_code ec, const std::string& reason) {
+    if (auto self = weak.lock()) self->on_link_closed(pid, ec, reason);
+  };
+  std::error_code ec;
+  auto link = t->connect(*bus_->io, info.endpoint(), opts, std::move(cbs), ec);
+  if (ec) {
+    // The publisher may be gone between listing and connecting; a later scan retries.
+    log_line(log_level::debug, "topic '" + info.topic() + "': connect to " + info.endpoint() + ": " + ec.message());
+    if (ec == errc::access_denied) refused_.insert(pid);
+    return;
+  }
+  link_entry entry;
+  entry.link = std::move(link);
+  entry.transport = info.transport();
+  entry.topic = info.topic();
+  if (paused_) entry.link->pause();
+  links_.emplace(pid, std::move(entry));
+  link_count_.store(links_.size());
+  stats_->counters().peers.store(links_.size(), std::memory_order_relaxed);
+}
+
+void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code ec, const std::string& reason) {
+  auto it = links_.find(publisher_id);
+  if (it == links_.end()) return;
+  if (ec != errc::peer_gone) {
+    // A publisher that sent garbage is not reconnected to.
+    refused_.insert(publisher_id);
+    stats_->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
+    log_line(log_level::warn, "topic '" + it->second.topic + "': dropped link to publisher " +
+                                  id_to_hex(publisher_id) + ": " + reason);
+  }
+  // Destroying the link from inside its own callback is safe: its state is
+  // kept alive by the pending handler.
+  links_.erase(it);
+  link_count_.store(links_.size());
+  stats_->counters().peers.store(links_.size(), std::memory_order_relaxed);
+}
+
+void subscriber_core::on_frame(std::uint64_t publisher_id, const frame_view& f) {
+  auto it = links_.find(publisher_id);
+  if (it == links_.end()) return;
+  link_entry& link = it->second;
+  if (f.header.sequence <= link.last_sequence) return;  // already delivered (history overlap)
+  if (link.last_sequence == 0) {
+    // The first frame on a link sets the gap baseline: what a publisher sent before
+    // we attached was never ours to lose. Later local drops still show as gaps.
+    std::lock_guard lock(delivery_mutex_);
+    last_delivered_.try_emplace(publisher_id, f.header.sequence - 1);
+  }
+  link.last_sequence = f.header.sequence;
+  MessageInfo info;
+  info.topic = link.topic;
+  info.publisher_id = publisher_id;
+  info.sequence = f.header.sequence;
+  info.publish_time_ns = f.header.publish_time_ns;
+  info.transport = link.transport;
+  info.origin_host = f.header.origin_host;
+  info.hop_count = f.header.hop_count;
+  auto& c = stats_->counters();
+  if (!handler_) {
+    enqueue(f, std::move(info));
+    return;
+  }
+  std::lock_guard lock(delivery_mutex_);
+  if (closed_) return;
+  account_gap(info);
+  if (!handler_(f, info)) {
+    c.bad_frames.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  c.messages.fetch_add(1, std::memory_order_relaxed);
+  c.bytes.fetch_add(f.payload.size(), std::memory_order_relaxed);
+}
+
+void subscriber_core::account_gap(MessageInfo& info) {
+  auto [it, inserted] = last_delivered_.try_emplace(info.publisher_id, 0);
+  // The first message seen from a publisher sets the baseline: a subscriber that
+  // joins late has not lost what was sent before it existed.
+  if (!inserted && info.sequence > it->second + 1) info.lost_before = info.sequence - it->second - 1;
+  it->second = info.sequence;
+  if (info.lost_before) stats_->counters().lost.fetch_add(info.lost_before, std::memory_order_relaxed);
+}
+
+void subscriber_core::enqueue(const frame_view& f, MessageInfo info) {
+  std::unique_lock lock(delivery_mutex_);
+  if (closed_) return;
+  auto& c = stats_->counters();
+  if (queue_.size() >= settings_.depth) {
+    switch (settings_.qos) {
+      case qos_policy::reliable:
+        break;  // cannot happen: reading pauses at depth (below)
+      case qos_policy::drop_newest:
+        c.dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      case qos_policy::drop_oldest:
+        queue_.pop_front();
+        c.dropped.fetch_add(1, std::memory_order_relaxed);
+        break;
+    }
+  }
+  queue_.push_back({std::string(f.payload), std::move(info)});
+  const bool full = settings_.qos == qos_policy::reliable && queue_.size() >= settings_.depth;
+  lock.unlock();
+  delivery_cv_.notify_one();
+  if (full) set_paused(true);  // the socket backs up and the publisher waits: nothing is lost
+}
+
+void subscriber_core::set_paused(bool paused) {
+  if (paused_ == paused) return;
+  paused_ = paused;
+  for (auto& [id, link] : links_) {
+    if (paused) link.link->pause();
+    else link.link->resume();
+  }
+}
+
+bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::milliseconds timeout,
+                          std::error_code& ec) {
+  std::unique_lock lock(delivery_mutex_);
+  if (!delivery_cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
+    ec = make_error_code(errc::timed_out);
+    return false;
+  }
+  if (closed_) {
+    ec = make_error_code(errc::closed);
+    return false;
+  }
+  payload = std::move(queue_.front().payload);
+  info = std::move(queue_.front().info);
+  queue_.pop_front();
+  account_gap(info);
+  auto& c = stats_->counters();
+  c.messages.fetch_add(1, std::memory_order_relaxed);
+  c.bytes.fetch_add(payload.size(), std::memory_order_relaxed);
+  const bool resume = settings_.qos == qos_policy::reliable && queue_.size() < settings_.depth;
+  lock.unlock();
+  if (resume) {
+    boost::asio::post(*bus_->io, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) {
+        std::unique_lock l(self->delivery_mutex_);
+        const bool still_room = self->queue_.size() < self->settings_.depth;
+        l.unlock();
+        if (still_room) self->set_paused(false);
+      }
+    });
+  }
+  ec.clear();
+  return true;
+}
+
+bool subscriber_core::wait_for_publishers(std::size_t n, std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (link_count_.load() < n) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+void subscriber_core::close() {
+  {
+    std::lock_guard lock(delivery_mutex_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  delivery_cv_.notify_all();
+  registration_.reset();
+  // Links live on the io thread; close them there.
+  boost::asio::post(*bus_->io, [self = shared_from_this()] {
+    for (auto& [id, link] : self->links_) link.link->close();
+    self->links_.clear();
+    self->link_count_.store(0);
+  });
+}
+
+}  // namespace ipcbus::detail

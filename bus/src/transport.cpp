@@ -1,0 +1,26 @@
+#include "ipcbus/transport.hpp"
+
+namespace ipcbus {
+
+void transport_registry::add(std::unique_ptr<transport_backend> t) {
+  std::string key(t->scheme());
+  transports_[key] = std::move(t);
+}
+
+transport_backend* transport_registry::find(std::string_view scheme) const {
+  const auto it = transports_.find(scheme);
+  return it == transports_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> transport_registry::schemes() const {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : transports_) out.push_back(name);
+  return out;
+}
+
+std::string_view uri_scheme(std::string_view uri) {
+  const auto pos = uri.find("://");
+  return pos == std::string_view::npos ? std::string_view{} : uri.substr(0, pos);
+}
+
+}  // namespace ipcbus

@@ -1,0 +1,281 @@
+// The conformance suite: the same behaviour, asserted the same way, on every
+// transport. A transport is done when it passes this file (skips documented
+// in docs/transports.md).
+#define BOOST_TEST_MODULE conformance
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ipcbus::test::Sample;
+using ipcbus::test::scratch_domain;
+
+namespace {
+
+struct unix_transport { static constexpr const char* name = "unix"; };
+struct tcp_transport { static constexpr const char* name = "tcp"; };
+using transports = boost::mpl::list<unix_transport, tcp_transport>;
+
+template <class T>
+std::string yaml(const std::string& extra_defaults = "", const std::string& topics = "") {
+  std::string y = "defaults: { transport: " + std::string(T::name);
+  if (!extra_defaults.empty()) y += ", " + extra_defaults;
+  y += " }\n";
+  if (!topics.empty()) y += "topics:\n" + topics;
+  return y;
+}
+
+// Collects what a callback subscriber got.
+struct collector {
+  std::mutex m;
+  std::vector<std::pair<Sample, ipcbus::MessageInfo>> got;
+  void operator()(const Sample& s, const ipcbus::MessageInfo& i) {
+    std::lock_guard l(m);
+    got.emplace_back(s, i);
+  }
+  std::size_t size() {
+    std::lock_guard l(m);
+    return got.size();
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(messages_arrive_complete_and_in_order, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  collector c;
+  auto sub = bus.subscribe<Sample>("orders/in", std::ref(c));
+  auto pub = bus.advertise<Sample>("orders/in");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  constexpr int n = 2000;
+  for (int i = 1; i <= n; ++i) pub.publish(ipcbus::test::make_sample(i, 100));
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return c.size() == n; }));
+  for (int i = 0; i < n; ++i) {
+    BOOST_TEST(c.got[i].first.index() == static_cast<std::uint64_t>(i + 1));
+    BOOST_TEST(c.got[i].second.sequence == static_cast<std::uint64_t>(i + 1));
+    BOOST_TEST(c.got[i].second.lost_before == 0u);
+    BOOST_TEST(c.got[i].second.transport == T::name);
+    BOOST_TEST(c.got[i].second.topic == "orders/in");
+    BOOST_TEST(ipcbus::test::sample_intact(c.got[i].first));
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_subscriber_gets_every_message, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  collector c1, c2, c3;
+  auto s1 = bus.subscribe<Sample>("fan/out", std::ref(c1));
+  auto s2 = bus.subscribe<Sample>("fan/*", std::ref(c2));
+  auto s3 = bus.subscribe<Sample>("#", std::ref(c3));
+  auto pub = bus.advertise<Sample>("fan/out");
+  BOOST_REQUIRE(pub.wait_for_subscribers(3, 5s));
+  for (int i = 1; i <= 500; ++i) pub.publish(ipcbus::test::make_sample(i, 10));
+  for (auto* c : {&c1, &c2, &c3}) {
+    BOOST_REQUIRE(ipcbus::test::eventually([&] { return c->size() == 500; }));
+    BOOST_TEST(c->got.back().first.index() == 500u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(wildcard_subscriber_finds_publishers_that_appear_later, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto sub = bus.subscribe<Sample>("sensors/#");
+  auto early = bus.advertise<Sample>("sensors/a");
+  BOOST_REQUIRE(sub.wait_for_publishers(1, 5s));
+  auto late = bus.advertise<Sample>("sensors/b/c");
+  auto other = bus.advertise<Sample>("actuators/x");
+  BOOST_REQUIRE(sub.wait_for_publishers(2, 5s));
+  BOOST_REQUIRE(late.wait_for_subscribers(1, 5s));
+  late.publish(ipcbus::test::make_sample(7, 1));
+  auto r = sub.receive(5s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->info.topic == "sensors/b/c");
+  BOOST_TEST(other.subscriber_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(late_joiner_receives_the_history, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("history: 3, depth: 16")));
+  auto pub = bus.advertise<Sample>("state/mode");
+  for (int i = 1; i <= 10; ++i) pub.publish(ipcbus::test::make_sample(i, 1));
+  auto sub = bus.subscribe<Sample>("state/mode");
+  for (std::uint64_t expected : {8u, 9u, 10u}) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == expected);
+    BOOST_TEST(r->info.lost_before == 0u);  // a late joiner has lost nothing
+  }
+  pub.publish(ipcbus::test::make_sample(11, 1));
+  auto r = sub.receive(5s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->message.index() == 11u);
+  BOOST_TEST(!sub.receive(100ms).has_value());  // and nothing twice
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(reliable_publisher_times_out_on_a_stalled_subscriber_and_loses_nothing, T,
+                              transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("qos: reliable, depth: 4, publish_timeout_ms: 200")));
+  auto sub = bus.subscribe<Sample>("slow/topic");  // pull mode, nobody reads yet
+  auto pub = bus.advertise<Sample>("slow/topic");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  std::uint64_t accepted = 0;
+  std::error_code ec;
+  for (int i = 1; i <= 100000 && !ec; ++i) {
+    pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+    if (!ec) ++accepted;
+  }
+  BOOST_TEST(ec == ipcbus::errc::timed_out);
+  BOOST_TEST(accepted > 4u);
+  for (std::uint64_t i = 1; i <= accepted; ++i) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == i);
+    BOOST_TEST(r->info.lost_before == 0u);
+  }
+  BOOST_TEST(!sub.receive(100ms).has_value());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(drop_oldest_never_blocks_and_counts_every_drop, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("qos: drop_oldest, depth: 4")));
+  auto sub = bus.subscribe<Sample>("video/frames");
+  auto pub = bus.advertise<Sample>("video/frames");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  constexpr std::uint64_t n = 20000;
+  // Nobody reads while we publish: a blocking publisher would time out here.
+  for (std::uint64_t i = 1; i <= n; ++i) {
+    std::error_code ec;
+    pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+    BOOST_REQUIRE(!ec);
+  }
+  std::uint64_t received = 0, lost = 0, last = 0;
+  while (auto r = sub.receive(500ms)) {
+    ++received;
+    lost += r->info.lost_before;
+    BOOST_TEST(r->message.index() > last);
+    last = r->message.index();
+  }
+  BOOST_TEST(last == n);  // the newest message always survives drop_oldest
+  BOOST_TEST(received + lost == n);
+  BOOST_TEST(lost > 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(drop_newest_never_blocks_and_counts_every_drop, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("qos: drop_newest, depth: 4")));
+  auto sub = bus.subscribe<Sample>("logs/app");
+  auto pub = bus.advertise<Sample>("logs/app");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  constexpr std::uint64_t n = 20000;
+  for (std::uint64_t i = 1; i <= n; ++i) {
+    std::error_code ec;
+    pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+    BOOST_REQUIRE(!ec);
+  }
+  std::uint64_t received = 0, lost = 0, first = 0;
+  while (auto r = sub.receive(500ms)) {
+    if (!first) first = r->message.index();
+    ++received;
+    lost += r->info.lost_before;
+  }
+  BOOST_TEST(first == 1u);  // the oldest message always survives drop_newest
+  BOOST_TEST(lost > 0u);
+  BOOST_TEST(received + lost <= n);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(large_messages_up_to_the_limit_arrive_intact, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("max_message: 8MiB")));
+  auto sub = bus.subscribe<Sample>("blobs/big");
+  auto pub = bus.advertise<Sample>("blobs/big");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  auto big = ipcbus::test::make_sample(1, 8 * 1024 * 1024 - 64);
+  pub.publish(big);
+  auto r = sub.receive(10s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->message.body().size() == big.body().size());
+  BOOST_TEST(ipcbus::test::sample_intact(r->message));
+
+  std::error_code ec;
+  pub.publish(ipcbus::test::make_sample(2, 8 * 1024 * 1024 + 1), ec);
+  BOOST_TEST(ec == ipcbus::errc::message_too_large);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(oversize_frame_closes_only_that_link, T, transports) {
+  scratch_domain d;
+  // The subscriber accepts 1 KiB; one publisher (other config) sends more, one stays within.
+  ipcbus::Bus sub_bus(d.options(yaml<T>("max_message: 1KiB")));
+  ipcbus::Bus big_bus(d.options(yaml<T>("max_message: 1MiB")));
+  auto sub = sub_bus.subscribe<Sample>("mixed/#");
+  auto big = big_bus.advertise<Sample>("mixed/big");
+  auto small = big_bus.advertise<Sample>("mixed/small");
+  BOOST_REQUIRE(sub.wait_for_publishers(2, 5s));
+  big.publish(ipcbus::test::make_sample(1, 100 * 1024));
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return sub.counters()->bad_frames.load() == 1; }));
+  small.publish(ipcbus::test::make_sample(2, 10));
+  auto r = sub.receive(5s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->info.topic == "mixed/small");
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(publisher_going_away_is_noticed_and_a_new_one_is_picked_up, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto sub = bus.subscribe<Sample>("svc/state");
+  {
+    ipcbus::Bus other(d.options(yaml<T>()));
+    auto pub = other.advertise<Sample>("svc/state");
+    BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+    pub.publish(ipcbus::test::make_sample(1, 1));
+    BOOST_REQUIRE(sub.receive(5s).has_value());
+  }
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return sub.publisher_count() == 0; }));
+  ipcbus::Bus again(d.options(yaml<T>()));
+  auto pub2 = again.advertise<Sample>("svc/state");
+  BOOST_REQUIRE(pub2.wait_for_subscribers(1, 5s));
+  pub2.publish(ipcbus::test::make_sample(42, 1));
+  auto r = sub.receive(5s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->message.index() == 42u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(subscriber_of_another_type_is_not_fed_garbage, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto wrong = bus.subscribe<ipcbus::test::Other>("typed/topic");
+  auto raw = bus.subscribe<ipcbus::Bytes>("typed/topic");
+  auto pub = bus.advertise<Sample>("typed/topic");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return wrong.counters()->bad_frames.load() == 1; }));
+  auto s = ipcbus::test::make_sample(5, 3);
+  pub.publish(s);
+  auto r = raw.receive(5s);  // raw bytes subscribers take any type
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->message.bytes() == s.SerializeAsString());
+  BOOST_TEST(wrong.publisher_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(raw_bytes_travel_unchanged, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  std::mutex m;
+  std::vector<std::string> got;
+  auto sub = bus.subscribe<ipcbus::Bytes>("raw/data", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo&) {
+    std::lock_guard l(m);
+    got.push_back(b.to_string());
+  });
+  auto pub = bus.advertise<ipcbus::Bytes>("raw/data");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  pub.publish(ipcbus::Bytes(std::string("\0\x01binary", 8)));
+  pub.publish(ipcbus::Bytes(""));
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { std::lock_guard l(m); return got.size() == 2; }));
+  BOOST_TEST(got[0] == std::string("\0\x01binary", 8));
+  BOOST_TEST(got[1].empty());
+}

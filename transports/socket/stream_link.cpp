@@ -1,0 +1,96 @@
+#include "stream_link.hpp"
+
+#include <cstring>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/frame_codec.hpp"
+
+namespace ipcbus::transport::socket {
+
+namespace {
+constexpr std::size_t initial_buffer = 64 * 1024;
+}
+
+void stream_link_state::resume() {
+  if (!paused_ || closed_) return;
+  paused_ = false;
+  if (deliver_buffered() && !reading_) read_more();
+}
+
+void stream_link_state::close() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+void stream_link_state::fail(std::error_code ec, const std::string& reason) {
+  if (closed_) return;
+  close();
+  if (callbacks_.on_closed) callbacks_.on_closed(ec, reason);
+}
+
+bool stream_link_state::deliver_buffered() {
+  while (!paused_ && !closed_) {
+    const std::string_view avail(buffer_.data() + begin_, end_ - begin_);
+    std::uint32_t length = 0;
+    std::size_t prefix = 0;
+    const auto st = read_length_prefix(avail, length, prefix);
+    if (st == prefix_status::malformed) {
+      fail(make_error_code(errc::malformed_frame), "bad length prefix");
+      return false;
+    }
+    if (st == prefix_status::complete && length > options_.max_frame) {
+      fail(make_error_code(errc::message_too_large),
+           "frame of " + std::to_string(length) + " bytes exceeds the limit of " +
+               std::to_string(options_.max_frame));
+      return false;
+    }
+    if (st == prefix_status::need_more || avail.size() < prefix + length) {
+      // Make room for the whole frame (bounded by max_frame, checked above).
+      const std::size_t need = st == prefix_status::complete ? prefix + length : 5;
+      if (begin_ > 0 && (begin_ + need > buffer_.size() || begin_ > buffer_.size() / 2)) {
+        std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      if (need > buffer_.size()) buffer_.resize(need);
+      return true;
+    }
+    frame_view frame;
+    if (auto ec = decode_frame(avail.substr(prefix, length), frame)) {
+      fail(ec, "undecodable frame");
+      return false;
+    }
+    begin_ += prefix + length;
+    if (callbacks_.on_frame) callbacks_.on_frame(frame);
+  }
+  if (begin_ == end_) begin_ = end_ = 0;
+  return !closed_;
+}
+
+void stream_link_state::read_more() {
+  if (closed_ || paused_ || reading_) return;
+  if (buffer_.size() < initial_buffer) buffer_.resize(initial_buffer);
+  if (end_ == buffer_.size()) {  // only when a frame is being assembled at the end
+    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  reading_ = true;
+  socket_.async_read_some(
+      boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
+      [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+        self->reading_ = false;
+        if (self->closed_) return;
+        if (ec) {
+          self->fail(make_error_code(errc::peer_gone),
+                     ec == boost::asio::error::eof ? "publisher closed" : ec.message());
+          return;
+        }
+        self->end_ += n;
+        if (self->deliver_buffered()) self->read_more();
+      });
+}
+
+}  // namespace ipcbus::transport::socket

@@ -1,0 +1,113 @@
+// A bus participant in its own process, driven by the integration and CLI tests.
+//
+//   ipcbus_test_peer publish   CONFIG TOPIC COUNT SIZE [INTERVAL_US] [WAIT_SUBSCRIBERS]
+//   ipcbus_test_peer subscribe CONFIG PATTERN COUNT TIMEOUT_MS
+//   ipcbus_test_peer serve     CONFIG TOPIC          (publishes 1 msg / 10 ms until SIGTERM)
+//
+// publish prints "published N", subscribe prints "received N lost L corrupt C
+// out_of_order O" on stdout; both exit 0 on success, 1 otherwise. Messages are
+// ipcbus.test.Sample with a checksum, so corruption is detectable.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "ipcbus/bus.hpp"
+#include "test_messages.pb.h"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+ipcbus::bus_options options_from(const char* config_file) {
+  ipcbus::bus_options o;
+  o.cfg = ipcbus::load_config_file(config_file);
+  return o;
+}
+
+int publish(char** argv, int argc) {
+  ipcbus::Bus bus(options_from(argv[2]));
+  auto pub = bus.advertise<ipcbus::test::Sample>(argv[3]);
+  const std::uint64_t count = std::stoull(argv[4]);
+  const std::size_t size = std::stoul(argv[5]);
+  const long interval_us = argc > 6 ? std::stol(argv[6]) : 0;
+  const std::size_t wait_subs = argc > 7 ? std::stoul(argv[7]) : 0;
+  if (wait_subs && !pub.wait_for_subscribers(wait_subs, 20s)) {
+    std::cerr << "no subscribers\n";
+    return 1;
+  }
+  std::uint64_t sent = 0;
+  for (std::uint64_t i = 1; i <= count; ++i) {
+    std::error_code ec;
+    pub.publish(ipcbus::test::make_sample(i, size), ec);
+    if (!ec) ++sent;
+    if (interval_us) std::this_thread::sleep_for(std::chrono::microseconds(interval_us));
+  }
+  std::cout << "published " << sent << std::endl;
+  bus.shutdown(5s);  // drains before exit
+  return sent == count ? 0 : 1;
+}
+
+int subscribe(char** argv) {
+  ipcbus::Bus bus(options_from(argv[2]));
+  auto sub = bus.subscribe<ipcbus::test::Sample>(argv[3]);
+  const std::uint64_t count = std::stoull(argv[4]);
+  const auto timeout = std::chrono::milliseconds(std::stol(argv[5]));
+  std::uint64_t received = 0, lost = 0, corrupt = 0, out_of_order = 0;
+  std::map<std::uint64_t, std::uint64_t> last_index;  // per publisher
+  std::cout << "ready" << std::endl;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (received < count && std::chrono::steady_clock::now() < deadline) {
+    auto r = sub.receive(100ms);
+    if (!r) continue;
+    ++received;
+    lost += r->info.lost_before;
+    if (!ipcbus::test::sample_intact(r->message)) ++corrupt;
+    auto& last = last_index[r->info.publisher_id];
+    if (r->message.index() <= last) ++out_of_order;
+    last = r->message.index();
+  }
+  std::cout << "received " << received << " lost " << lost << " corrupt " << corrupt << " out_of_order "
+            << out_of_order << std::endl;
+  return received == count && corrupt == 0 && out_of_order == 0 ? 0 : 1;
+}
+
+int serve(char** argv) {
+  ipcbus::Bus bus(options_from(argv[2]));
+  auto pub = bus.advertise<ipcbus::test::Sample>(argv[3]);
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    for (std::uint64_t i = 1; !stop; ++i) {
+      std::error_code ec;
+      pub.publish(ipcbus::test::make_sample(i, 32), ec);
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  std::cout << "serving" << std::endl;
+  const int sig = bus.run_until_signal();
+  stop = true;
+  worker.join();
+  std::cout << "stopped by signal " << sig << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "publish" && argc >= 6) return publish(argv, argc);
+    if (mode == "subscribe" && argc >= 6) return subscribe(argv);
+    if (mode == "serve" && argc >= 4) return serve(argv);
+    std::cerr << "usage: see the comment at the top of test_peer.cpp\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "ipcbus_test_peer: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -84,11 +84,38 @@ void bus_state::stop_discovery() {
 
 // ---- Bus ----------------------------------------------------------------------
 
+// How a stop request reaches run_until_signal: a SIGINT/SIGTERM through Asio's
+// signal_set (handled on the io thread), or shutdown() from any thread.
 struct Bus::shutdown_signal {
   std::mutex mutex;
   std::condition_variable cv;
   int signal = 0;
   bool requested = false;
+  std::shared_ptr<asio::signal_set> signals;
+
+  void request(int number) {
+    std::lock_guard lock(mutex);
+    if (!requested) signal = number;
+    requested = true;
+    cv.notify_all();
+  }
+  // Catches SIGINT/SIGTERM from now on; the first one requests the stop.
+  void catch_signals(asio::io_context& io) {
+    std::lock_guard lock(mutex);
+    if (signals) return;
+    signals = std::make_shared<asio::signal_set>(io, SIGINT, SIGTERM);
+    signals->async_wait([this, keep = signals](const boost::system::error_code& ec, int number) {
+      if (!ec) request(number);
+    });
+  }
+  void release_signals() {
+    std::lock_guard lock(mutex);
+    if (!signals) return;
+    boost::system::error_code ignored;
+    signals->cancel(ignored);
+    signals->clear(ignored);
+    signals.reset();
+  }
 };
 
 namespace {
@@ -141,12 +168,14 @@ void Bus::start(asio::io_context* external, bus_options options) {
   shutdown_signal_ = std::make_shared<shutdown_signal>();
   if (external) {
     state_->io = external;
+    if (options.handle_signals) shutdown_signal_->catch_signals(*state_->io);
     return;
   }
   state_->owned_io = std::make_unique<asio::io_context>(1);
   state_->io = state_->owned_io.get();
-  // Only the io thread takes the signals the bus handles; it is started with them blocked
-  // in every other sense: the signal_set in run_until_signal routes them through Asio.
+  // Asio's signal_set turns SIGINT/SIGTERM into a handler on the io thread, whichever
+  // thread the kernel picked to deliver them; no user thread ever runs signal code.
+  if (options.handle_signals) shutdown_signal_->catch_signals(*state_->io);
   thread_ = std::thread([io = state_->io] {
     auto guard = asio::make_work_guard(*io);
     io->run();
@@ -162,35 +191,29 @@ asio::io_context& Bus::io_context() { return *state_->io; }
 
 int Bus::run_until_signal(std::chrono::milliseconds drain) {
   auto sig = shutdown_signal_;
-  auto signals = std::make_shared<asio::signal_set>(*state_->io, SIGINT, SIGTERM);
-  signals->async_wait([sig](const boost::system::error_code& ec, int number) {
-    if (ec) return;
-    std::lock_guard lock(sig->mutex);
-    sig->signal = number;
-    sig->requested = true;
-    sig->cv.notify_all();
-  });
+  sig->catch_signals(*state_->io);
   int number = 0;
   {
     std::unique_lock lock(sig->mutex);
     sig->cv.wait(lock, [&] { return sig->requested; });
     number = sig->signal;
   }
-  asio::post(*state_->io, [signals] {
-    boost::system::error_code ignored;
-    signals->cancel(ignored);
-  });
   shutdown(drain);
   return number;
 }
 
+std::string Bus::describe_failure(std::string_view what, std::string_view name, std::error_code ec) {
+  std::string why;
+  if (ec == errc::invalid_topic) {
+    if (what == "advertise") validate_topic(name, &why);
+    else validate_pattern(name, &why);
+  }
+  return std::string(what) + " '" + std::string(name).substr(0, 80) + "'" + (why.empty() ? "" : ": " + why);
+}
+
 void Bus::shutdown(std::chrono::milliseconds drain) {
   if (!state_ || state_->closed.exchange(true)) return;
-  {
-    std::lock_guard lock(shutdown_signal_->mutex);
-    shutdown_signal_->requested = true;
-    shutdown_signal_->cv.notify_all();
-  }
+  shutdown_signal_->request(0);
   std::vector<std::shared_ptr<detail::publisher_core>> pubs;
   std::vector<std::shared_ptr<detail::subscriber_core>> subs;
   {
@@ -211,6 +234,7 @@ void Bus::shutdown(std::chrono::milliseconds drain) {
     state_->io->restart();
     state_->io->poll();
   }
+  shutdown_signal_->release_signals();  // the default actions apply again
 }
 
 }  // namespace ipcbus

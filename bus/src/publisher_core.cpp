@@ -49,7 +49,7 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
                                                        std::error_code& ec) {
   std::string why;
   if ((ec = validate_topic(topic, &why))) {
-    log_line(log_level::error, why);
+    log_line(log_level::debug, why);  // the caller gets the error; Bus::describe_failure says why
     return nullptr;
   }
   if (bus->closed) { ec = make_error_code(errc::closed); return nullptr; }
@@ -162,6 +162,10 @@ bool publisher_core::wait_for_subscribers(std::size_t n, std::chrono::millisecon
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return true;
+}
+
+endpoint_counters publisher_core::counters() const {
+  return endpoint_ ? endpoint_->counters() : endpoint_counters{};
 }
 
 std::string publisher_core::endpoint_uri() const { return endpoint_ ? endpoint_->uri() : std::string{}; }

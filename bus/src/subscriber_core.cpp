@@ -27,7 +27,7 @@ std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_sta
                                                          std::error_code& ec) {
   std::string why;
   if ((ec = validate_pattern(pattern, &why))) {
-    log_line(log_level::error, why);
+    log_line(log_level::debug, why);  // the caller gets the error; Bus::describe_failure says why
     return nullptr;
   }
   if (bus->closed) { ec = make_error_code(errc::closed); return nullptr; }

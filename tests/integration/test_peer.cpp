@@ -27,6 +27,7 @@ using namespace std::chrono_literals;
 ipcbus::bus_options options_from(const char* config_file) {
   ipcbus::bus_options o;
   o.cfg = ipcbus::load_config_file(config_file);
+  o.handle_signals = true;
   return o;
 }
 

@@ -37,6 +37,9 @@ struct bus_options {
   std::optional<config> cfg;           // empty: load_config_from_environment()
   std::string domain;                  // overrides cfg.domain when set
   std::filesystem::path runtime_dir;   // overrides cfg.runtime_dir when set
+  // Catch SIGINT/SIGTERM from construction on (for services), so a stop request
+  // that arrives during start-up is not lost; run_until_signal() then returns at once.
+  bool handle_signals = false;
 };
 
 class Bus {
@@ -58,7 +61,7 @@ class Bus {
   Publisher<T> advertise(std::string_view topic) {
     std::error_code ec;
     auto p = advertise<T>(topic, ec);
-    throw_if(ec, "advertise '" + std::string(topic) + "'");
+    throw_if(ec, describe_failure("advertise", topic, ec));
     return p;
   }
   template <class T>
@@ -74,7 +77,7 @@ class Bus {
   Subscriber<T> subscribe(std::string_view pattern, F&& callback) {
     std::error_code ec;
     auto s = subscribe<T>(pattern, std::forward<F>(callback), ec);
-    throw_if(ec, "subscribe '" + std::string(pattern) + "'");
+    throw_if(ec, describe_failure("subscribe", pattern, ec));
     return s;
   }
   template <class T, class F>
@@ -96,7 +99,7 @@ class Bus {
   Subscriber<T> subscribe(std::string_view pattern) {
     std::error_code ec;
     auto s = subscribe<T>(pattern, ec);
-    throw_if(ec, "subscribe '" + std::string(pattern) + "'");
+    throw_if(ec, describe_failure("subscribe", pattern, ec));
     return s;
   }
   template <class T>
@@ -109,6 +112,9 @@ class Bus {
   const std::string& domain() const;
   const std::filesystem::path& domain_directory() const;
   boost::asio::io_context& io_context();
+
+  // "advertise 'a//b': empty segment ('//') is not allowed" — the reason behind ec.
+  static std::string describe_failure(std::string_view what, std::string_view name, std::error_code ec);
 
   // Blocks until SIGINT or SIGTERM arrives (or shutdown() is called from another
   // thread), then shuts down gracefully. Returns the signal number (0 if none).

@@ -43,6 +43,8 @@ class Publisher {
   bool wait_for_subscribers(std::size_t n, std::chrono::milliseconds timeout) const {
     return core_ && core_->wait_for_subscribers(n, timeout);
   }
+  // A snapshot of this publisher's counters (messages, bytes, dropped, timeouts, peers).
+  endpoint_counters counters() const { return core_ ? core_->counters() : endpoint_counters{}; }
   const std::string& topic() const {
     static const std::string none;
     return core_ ? core_->topic() : none;

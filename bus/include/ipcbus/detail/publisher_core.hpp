@@ -31,6 +31,7 @@ class publisher_core {
   // Encodes a message of `payload_size` bytes written by `write` and sends it.
   std::error_code publish(std::size_t payload_size, const payload_writer& write);
   std::size_t subscriber_count() const;
+  endpoint_counters counters() const;
   bool wait_for_subscribers(std::size_t n, std::chrono::milliseconds timeout) const;
   // Drains queued frames for up to `drain`, then closes the endpoint and unregisters.
   void close(std::chrono::milliseconds drain);

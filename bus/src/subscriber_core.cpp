@@ -192,15 +192,15 @@ void subscriber_core::enqueue(const frame_view& f, MessageInfo info) {
     }
   }
   queue_.push_back({std::string(f.payload), std::move(info)});
-  const bool full = settings_.qos == qos_policy::reliable && queue_.size() >= settings_.depth;
+  // Full under reliable: stop reading, the socket backs up and the publisher waits,
+  // so nothing is lost. Decided under the lock so that pop() cannot miss it.
+  if (settings_.qos == qos_policy::reliable && queue_.size() >= settings_.depth) set_paused(true);
   lock.unlock();
   delivery_cv_.notify_one();
-  if (full) set_paused(true);  // the socket backs up and the publisher waits: nothing is lost
 }
 
 void subscriber_core::set_paused(bool paused) {
-  if (paused_ == paused) return;
-  paused_ = paused;
+  if (paused_.exchange(paused) == paused) return;
   for (auto& [id, link] : links_) {
     if (paused) link.link->pause();
     else link.link->resume();
@@ -225,15 +225,13 @@ bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::
   auto& c = stats_->counters();
   c.messages.fetch_add(1, std::memory_order_relaxed);
   c.bytes.fetch_add(payload.size(), std::memory_order_relaxed);
-  const bool resume = settings_.qos == qos_policy::reliable && queue_.size() < settings_.depth;
+  const bool resume = paused_.load() && queue_.size() < settings_.depth;
   lock.unlock();
   if (resume) {
     boost::asio::post(*bus_->io, [weak = weak_from_this()] {
       if (auto self = weak.lock()) {
-        std::unique_lock l(self->delivery_mutex_);
-        const bool still_room = self->queue_.size() < self->settings_.depth;
-        l.unlock();
-        if (still_room) self->set_paused(false);
+        std::lock_guard l(self->delivery_mutex_);
+        if (self->queue_.size() < self->settings_.depth) self->set_paused(false);
       }
     });
   }

@@ -75,7 +75,8 @@ class stream_endpoint final : public publisher_endpoint {
   }
 
  private:
-  // Keeps accepting after errors such as EMFILE: the other peers still get served.
+  // Keeps accepting after errors such as EMFILE, after a pause so that a
+  // persistent error does not spin: the peers already attached are still served.
   static void accept(std::shared_ptr<stream_publisher_state> state,
                      std::shared_ptr<typename Protocol::acceptor> acceptor, bool check) {
     acceptor->async_accept([state, acceptor, check](const boost::system::error_code& ec,
@@ -83,10 +84,14 @@ class stream_endpoint final : public publisher_endpoint {
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
       if (!ec) {
         adopt(*state, std::move(s), check);
-      } else {
-        log_line(log_level::warn, "topic '" + state->options().topic + "': accept failed: " + ec.message());
+        accept(state, acceptor, check);
+        return;
       }
-      accept(state, acceptor, check);
+      log_line(log_level::warn, "topic '" + state->options().topic + "': accept failed: " + ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(acceptor->get_executor(), std::chrono::milliseconds(100));
+      timer->async_wait([state, acceptor, check, timer](const boost::system::error_code&) {
+        if (acceptor->is_open()) accept(state, acceptor, check);
+      });
     });
   }
 

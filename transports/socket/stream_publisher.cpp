@@ -24,20 +24,20 @@ void stream_publisher_state::add_subscriber(asio::generic::stream_protocol::sock
 }
 
 // Subscribers never send; readable means EOF or an error: the subscriber left.
+// Stray bytes from a misbehaving peer are read and discarded in bulk.
 void stream_publisher_state::watch_for_close(const conn_ptr& c) {
   c->socket->async_wait(asio::socket_base::wait_read,
                         [self = shared_from_this(), c](const boost::system::error_code& ec) {
                           if (ec == asio::error::operation_aborted) return;
-                          char byte;
-                          const ssize_t n = ::recv(c->fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+                          char sink[4096];
+                          ssize_t n = -1;
+                          do {
+                            n = ::recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+                          } while (n < 0 && errno == EINTR);
+                          const bool gone = ec || n == 0 || (n < 0 && errno != EAGAIN);
                           std::lock_guard lock(self->mutex_);
                           if (c->dead) return;
-                          if (!ec && n > 0) {  // a stray byte: discard and keep watching
-                            (void)::recv(c->fd, &byte, 1, MSG_DONTWAIT);
-                            self->watch_for_close(c);
-                            return;
-                          }
-                          if (!ec && n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                          if (!gone) {
                             self->watch_for_close(c);
                             return;
                           }

@@ -112,6 +112,8 @@ class Bus {
   const std::string& domain() const;
   const std::filesystem::path& domain_directory() const;
   boost::asio::io_context& io_context();
+  // The shared internals, for extensions built on the cores (DynamicPublisher, tools).
+  std::shared_ptr<detail::bus_state> state() const { return state_; }
 
   // "advertise 'a//b': empty segment ('//') is not allowed" — the reason behind ec.
   static std::string describe_failure(std::string_view what, std::string_view name, std::error_code ec);

@@ -78,7 +78,7 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   // io thread only
   std::map<std::uint64_t, link_entry> links_;
   std::set<std::uint64_t> refused_;
-  bool paused_ = false;
+  std::atomic<bool> paused_{false};  // written on the io thread, read by pop()
   std::atomic<std::size_t> link_count_{0};
 
   // Delivery: guards the queue, the gap tracker and the closed flag. The handler

@@ -1,0 +1,126 @@
+// Discovery entries, flock liveness and reclaiming, and the transport registry.
+#define BOOST_TEST_MODULE registry
+#include <boost/test/unit_test.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "ipcbus/registry.hpp"
+#include "ipcbus/transport.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using ipcbus::test::scratch_domain;
+
+namespace {
+
+ipcbus::Participant publisher_info(const std::string& topic) {
+  ipcbus::Participant p;
+  p.set_id(ipcbus::random_id());
+  p.set_role(ipcbus::ROLE_PUBLISHER);
+  p.set_topic(topic);
+  p.set_pid(::getpid());
+  return p;
+}
+
+fs::path make_domain_dir(const scratch_domain& d) {
+  std::error_code ec;
+  const auto dir = ipcbus::ensure_domain_dir(d.make_config(), ec);
+  BOOST_REQUIRE(!ec);
+  return dir;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(domain_directory_is_created_private) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  BOOST_TEST(fs::is_directory(dir));
+  BOOST_TEST(static_cast<int>(fs::status(dir).permissions() & fs::perms::all) == 0700);
+}
+
+BOOST_AUTO_TEST_CASE(a_live_entry_is_listed_with_what_it_registered) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  std::error_code ec;
+  const auto info = publisher_info("a/b");
+  auto reg = ipcbus::registration::create(dir, info, ec);
+  BOOST_REQUIRE(!ec);
+  const auto all = ipcbus::list_participants(dir);
+  BOOST_REQUIRE(all.size() == 1u);
+  BOOST_TEST(all[0].alive);
+  BOOST_TEST(all[0].info.id() == info.id());
+  BOOST_TEST(all[0].info.topic() == "a/b");
+  BOOST_TEST(!ipcbus::entry_is_stale(reg->entry_path()));
+}
+
+BOOST_AUTO_TEST_CASE(dropping_a_registration_removes_every_file_of_its_id) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  std::error_code ec;
+  const auto info = publisher_info("a/b");
+  {
+    auto reg = ipcbus::registration::create(dir, info, ec);
+    std::ofstream(dir / (ipcbus::id_to_hex(info.id()) + ".sock")) << "x";
+  }
+  BOOST_TEST(fs::is_empty(dir));
+}
+
+BOOST_AUTO_TEST_CASE(entry_of_a_dead_process_is_stale_and_reclaimed) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  const auto info = publisher_info("dead/one");
+  const pid_t child = ::fork();
+  if (child == 0) {  // registers, leaves a file of its own, dies without cleaning up
+    std::error_code ec;
+    auto* reg = ipcbus::registration::create(dir, info, ec).release();
+    (void)reg;
+    std::ofstream(dir / (ipcbus::id_to_hex(info.id()) + ".stats")) << "x";
+    ::_exit(ec ? 1 : 0);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  BOOST_REQUIRE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  BOOST_TEST(ipcbus::list_participants(dir).empty());
+  const auto stale = ipcbus::list_participants(dir, true);
+  BOOST_REQUIRE(stale.size() == 1u);
+  BOOST_TEST(!stale[0].alive);
+  const auto removed = ipcbus::reclaim_stale(dir);
+  BOOST_TEST(removed.size() == 2u);
+  BOOST_TEST(fs::is_empty(dir));
+}
+
+BOOST_AUTO_TEST_CASE(reclaim_leaves_live_entries_alone) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  std::error_code ec;
+  auto reg = ipcbus::registration::create(dir, publisher_info("live/one"), ec);
+  BOOST_TEST(ipcbus::reclaim_stale(dir).empty());
+  BOOST_TEST(ipcbus::list_participants(dir).size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(corrupt_entries_are_skipped_not_fatal) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  std::ofstream(dir / "0123456789abcdef.pub") << "\xff\xff\xff not a protobuf";
+  BOOST_TEST(ipcbus::list_participants(dir, true).empty());
+}
+
+BOOST_AUTO_TEST_CASE(ids_are_random_nonzero_and_print_as_16_hex_digits) {
+  const auto a = ipcbus::random_id();
+  const auto b = ipcbus::random_id();
+  BOOST_TEST(a != 0u);
+  BOOST_TEST(a != b);
+  BOOST_TEST(ipcbus::id_to_hex(0xabcull) == "0000000000000abc");
+}
+
+BOOST_AUTO_TEST_CASE(transports_are_found_by_uri_scheme) {
+  BOOST_TEST(ipcbus::uri_scheme("unix:///run/x.sock") == "unix");
+  BOOST_TEST(ipcbus::uri_scheme("tcp://127.0.0.1:1") == "tcp");
+  BOOST_TEST(ipcbus::uri_scheme("no-scheme").empty());
+  ipcbus::transport_registry reg;
+  BOOST_TEST(reg.find("unix") == nullptr);
+  BOOST_TEST(reg.schemes().empty());
+}

@@ -1,0 +1,85 @@
+// The Bus object itself: an external io_context, shutdown, and what handles do afterwards.
+#define BOOST_TEST_MODULE bus
+#include <boost/test/unit_test.hpp>
+
+#include <thread>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ipcbus::test::Sample;
+using ipcbus::test::scratch_domain;
+
+namespace {
+bool fs_empty_or_missing(const std::filesystem::path& dir) {
+  return !std::filesystem::exists(dir) || std::filesystem::is_empty(dir);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_bus_runs_on_an_io_context_the_caller_owns) {
+  scratch_domain d;
+  boost::asio::io_context io;
+  ipcbus::Bus bus(io, d.options());
+  int delivered = 0;
+  auto sub = bus.subscribe<Sample>("ext/io", [&](const Sample& s, const ipcbus::MessageInfo&) {
+    delivered += static_cast<int>(s.index());
+  });
+  auto pub = bus.advertise<Sample>("ext/io");
+  // Nothing runs until the caller runs the io_context: discovery, accept and delivery included.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (pub.subscriber_count() == 0 && std::chrono::steady_clock::now() < deadline) io.run_for(10ms);
+  BOOST_REQUIRE(pub.subscriber_count() == 1u);
+  pub.publish(ipcbus::test::make_sample(5, 1));
+  while (delivered == 0 && std::chrono::steady_clock::now() < deadline) io.run_for(10ms);
+  BOOST_TEST(delivered == 5);
+  bus.shutdown();
+}
+
+BOOST_AUTO_TEST_CASE(handles_report_closed_after_shutdown_and_shutdown_is_idempotent) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options());
+  auto pub = bus.advertise<Sample>("life/cycle");
+  auto sub = bus.subscribe<Sample>("life/cycle");
+  bus.shutdown();
+  bus.shutdown();
+  std::error_code ec;
+  pub.publish(ipcbus::test::make_sample(1, 1), ec);
+  BOOST_TEST(ec == ipcbus::errc::closed);
+  Sample s;
+  ipcbus::MessageInfo info;
+  BOOST_TEST(!sub.receive(s, info, 10ms, ec));
+  BOOST_TEST(ec == ipcbus::errc::closed);
+  auto late = bus.advertise<Sample>("life/late", ec);
+  BOOST_TEST(ec == ipcbus::errc::closed);
+  BOOST_TEST(fs_empty_or_missing(d.domain_dir()));
+}
+
+BOOST_AUTO_TEST_CASE(run_until_signal_returns_when_shutdown_is_called_elsewhere) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options());
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(50ms);
+    bus.shutdown();
+  });
+  BOOST_TEST(bus.run_until_signal() == 0);  // 0: no signal, an explicit shutdown
+  stopper.join();
+}
+
+BOOST_AUTO_TEST_CASE(receive_times_out_without_publishers) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options());
+  auto sub = bus.subscribe<Sample>("quiet/#");
+  BOOST_TEST(!sub.receive(20ms).has_value());
+  Sample s;
+  ipcbus::MessageInfo info;
+  std::error_code ec;
+  BOOST_TEST(!sub.receive(s, info, 20ms, ec));
+  BOOST_TEST(ec == ipcbus::errc::timed_out);
+}
+
+BOOST_AUTO_TEST_CASE(an_invalid_domain_name_is_a_config_error) {
+  scratch_domain d;
+  auto o = d.options();
+  o.domain = "../escape";
+  BOOST_CHECK_THROW(ipcbus::Bus bus(o), ipcbus::config_error);
+}

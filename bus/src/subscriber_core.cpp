@@ -115,18 +115,20 @@ void subscriber_core::connect_to(const participant_record& pub) {
 void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code ec, const std::string& reason) {
   auto it = links_.find(publisher_id);
   if (it == links_.end()) return;
-  if (ec != errc::peer_gone) {
-    // A publisher that sent garbage is not reconnected to.
-    refused_.insert(publisher_id);
-    stats_->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
-    log_line(log_level::warn, "topic '" + it->second.topic + "': dropped link to publisher " +
-                                  id_to_hex(publisher_id) + ": " + reason);
-  }
+  const std::string topic = it->second.topic;
   // Destroying the link from inside its own callback is safe: its state is
   // kept alive by the pending handler.
   links_.erase(it);
   link_count_.store(links_.size());
   stats_->counters().peers.store(links_.size(), std::memory_order_relaxed);
+  if (ec != errc::peer_gone) {
+    // A publisher that sent garbage is not reconnected to. Counted last, so that
+    // whoever sees the count also sees the link gone.
+    refused_.insert(publisher_id);
+    log_line(log_level::warn, "topic '" + topic + "': dropped link to publisher " + id_to_hex(publisher_id) +
+                                  ": " + reason);
+    stats_->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void subscriber_core::on_frame(std::uint64_t publisher_id, const frame_view& f) {

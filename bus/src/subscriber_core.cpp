@@ -203,9 +203,15 @@ void subscriber_core::enqueue(const frame_view& f, MessageInfo info) {
 
 void subscriber_core::set_paused(bool paused) {
   if (paused_.exchange(paused) == paused) return;
-  for (auto& [id, link] : links_) {
-    if (paused) link.link->pause();
-    else link.link->resume();
+  // resume() may deliver buffered frames at once, and a bad one closes its link,
+  // which erases it from links_: walk a copy of the ids, not the map.
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, link] : links_) ids.push_back(id);
+  for (const auto id : ids) {
+    const auto it = links_.find(id);
+    if (it == links_.end()) continue;
+    if (paused) it->second.link->pause();
+    else it->second.link->resume();
   }
 }
 

@@ -17,6 +17,9 @@
 #if IPCBUS_HAVE_SOCKET
 #include "ipcbus/transports/socket.hpp"
 #endif
+#if IPCBUS_HAVE_SHM
+#include "ipcbus/transports/shm.hpp"
+#endif
 
 namespace ipcbus {
 
@@ -162,6 +165,9 @@ void Bus::start(asio::io_context* external, bus_options options) {
 #if IPCBUS_HAVE_SOCKET
   transport::socket::register_unix(state_->transports);
   transport::socket::register_tcp(state_->transports);
+#endif
+#if IPCBUS_HAVE_SHM
+  transport::shm::register_shm(state_->transports);
 #endif
   // Stale entries of crashed processes would only cost failed connects: reclaim them now.
   reclaim_stale(state_->domain_dir);

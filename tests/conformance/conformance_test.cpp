@@ -19,7 +19,8 @@ namespace {
 
 struct unix_transport { static constexpr const char* name = "unix"; };
 struct tcp_transport { static constexpr const char* name = "tcp"; };
-using transports = boost::mpl::list<unix_transport, tcp_transport>;
+struct shm_transport { static constexpr const char* name = "shm"; };
+using transports = boost::mpl::list<unix_transport, tcp_transport, shm_transport>;
 
 template <class T>
 std::string yaml(const std::string& extra_defaults = "", const std::string& topics = "") {

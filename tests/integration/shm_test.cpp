@@ -1,0 +1,236 @@
+// The shm:// transport with real processes: peers killed at any instant, a
+// segment scribbled over while it is in use, and frames far larger than the ring.
+#define BOOST_TEST_MODULE shm
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "ipcbus/registry.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ipcbus::test::child_process;
+using ipcbus::test::eventually;
+using ipcbus::test::Sample;
+using ipcbus::test::scratch_domain;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string peer = ipcbus::test::built_program("ipcbus_test_peer");
+
+// The shared memory object name (with its leading '/') a publisher of `topic` advertises.
+std::string ring_of(const fs::path& dir, const std::string& topic) {
+  for (const auto& p : ipcbus::list_participants(dir, true))
+    if (p.info.role() == ipcbus::ROLE_PUBLISHER && p.info.topic() == topic && p.info.endpoint().starts_with("shm://"))
+      return p.info.endpoint().substr(6);
+  return {};
+}
+
+// Objects in /dev/shm whose name starts with `ring` (the ring and its side segments).
+std::size_t segments_of(const std::string& ring) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator("/dev/shm"))
+    if (("/" + e.path().filename().string()).starts_with(ring)) ++n;
+  return n;
+}
+
+std::size_t files_named(const fs::path& dir, const std::string& prefix) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().starts_with(prefix)) ++n;
+  return n;
+}
+
+// Overwrites the ring's records (everything after the header page) with `byte`.
+void scribble_over_records(const std::string& ring, unsigned char byte) {
+  const int fd = ::shm_open(ring.c_str(), O_RDWR, 0);
+  BOOST_REQUIRE(fd >= 0);
+  struct stat st {};
+  BOOST_REQUIRE(::fstat(fd, &st) == 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  BOOST_REQUIRE(base != MAP_FAILED);
+  // The ring is the last `capacity` bytes; capacity is the header's third field (offset 16).
+  std::uint64_t capacity = 0;
+  std::memcpy(&capacity, static_cast<char*>(base) + 16, sizeof capacity);
+  BOOST_REQUIRE(capacity < size);
+  std::memset(static_cast<char*>(base) + (size - capacity), byte, capacity);
+  ::munmap(base, size);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sigkilled_publisher_is_noticed_and_its_segments_are_reclaimed) {
+  scratch_domain d;
+  // Frames of 2 MiB in a ring of 256 KiB: each one lives in a side segment.
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 4, publish_timeout_ms: 60000 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto sub = bus.subscribe<Sample>("big/#");  // pull mode; nobody reads at first
+  child_process pub(peer, {"publish", cfg.string(), "big/frames", "1000", std::to_string(2 << 20), "0", "1"});
+  BOOST_REQUIRE(sub.wait_for_publishers(1, 10s));
+  const std::string ring = ring_of(d.domain_dir(), "big/frames");
+  BOOST_REQUIRE(!ring.empty());
+  const auto id = ring.substr(ring.size() - 16);
+  // The publisher fills our queue (4 frames, their side segments released once
+  // read) and the ring (4 frames), then waits: the ring and 4 side segments.
+  BOOST_REQUIRE(eventually([&] { return segments_of(ring) == 5; }));
+  std::this_thread::sleep_for(500ms);  // the last side segment is written before its record
+  BOOST_TEST(fs::exists(d.domain_dir() / (id + ".shm")));
+  pub.signal(SIGKILL);
+  pub.wait(10s);
+  // What was published before the kill is still readable, intact and in order.
+  std::uint64_t last = 0;
+  while (auto r = sub.receive(1s)) {
+    BOOST_TEST(ipcbus::test::sample_intact(r->message));
+    BOOST_TEST(r->message.index() == last + 1);
+    last = r->message.index();
+  }
+  BOOST_TEST(last == 8u);
+  BOOST_TEST(eventually([&] { return sub.publisher_count() == 0; }));
+  // A new participant reclaims: the Bus the stale entry and `<id>.*` (the
+  // marker with it), the shm transport every segment whose marker is gone.
+  ipcbus::Bus next(d.options(yaml));
+  auto other = next.advertise<Sample>("other/topic");
+  BOOST_TEST(files_named(d.domain_dir(), id) == 0u);
+  BOOST_TEST(segments_of(ring) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(sigkilled_subscriber_does_not_block_a_reliable_publisher) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 4, publish_timeout_ms: 2000 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto pub = bus.advertise<Sample>("work/items");
+  child_process sub(peer, {"subscribe", cfg.string(), "work/items", "1000000", "60000"});
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+  ::kill(sub.pid(), SIGSTOP);  // it stops reading: a reliable publisher now fills its ring
+  std::error_code ec;
+  for (int i = 0; i < 100000 && !ec; ++i) pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+  BOOST_TEST(ec == ipcbus::errc::timed_out);  // a stopped subscriber costs a timeout, not a hang
+  sub.signal(SIGKILL);
+  sub.wait(10s);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 1000; ++i) {
+    pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+    BOOST_REQUIRE(!ec);
+  }
+  const bool quick = std::chrono::steady_clock::now() - start < 2s;
+  BOOST_TEST(quick);  // evicted at once, not after a timeout
+  BOOST_TEST(pub.subscriber_count() == 0u);
+  BOOST_TEST(eventually([&] { return pub.counters().peers_lost == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(garbage_in_a_live_ring_closes_the_link_of_a_subscriber_in_this_process) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 4, publish_timeout_ms: 50 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto sub = bus.subscribe<Sample>("svc/#");  // pull mode: stops reading when its queue is full
+  child_process pub(peer, {"serve", cfg.string(), "svc/heartbeat"});
+  BOOST_REQUIRE(sub.wait_for_publishers(1, 10s));
+  const std::string ring = ring_of(d.domain_dir(), "svc/heartbeat");
+  BOOST_REQUIRE(!ring.empty());
+  std::this_thread::sleep_for(500ms);  // our queue fills, then the ring holds what we have not read
+  scribble_over_records(ring, 0xab);
+  // Reading on resumes the link, which now meets the garbage.
+  BOOST_REQUIRE(eventually([&] {
+    (void)sub.receive(10ms);
+    return sub.counters()->bad_frames.load() == 1;
+  }));
+  BOOST_TEST(sub.publisher_count() == 0u);
+  BOOST_TEST(pub.running());  // the publisher writes on regardless
+  pub.signal(SIGTERM);        // and stops cleanly, removing its ring
+  BOOST_TEST(pub.wait(10s) == 0);
+  BOOST_TEST(segments_of(ring) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(garbage_in_a_live_ring_does_not_crash_a_subscriber_process) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 64, publish_timeout_ms: 100 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto pub = bus.advertise<Sample>("feed/data");
+  child_process sub(peer, {"subscribe", cfg.string(), "feed/data", "1000000", "3000"});
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+  ::kill(sub.pid(), SIGSTOP);  // frozen with records waiting for it...
+  for (int i = 1; i <= 20; ++i) pub.publish(ipcbus::test::make_sample(i, 100));
+  const std::string ring = ring_of(d.domain_dir(), "feed/data");
+  scribble_over_records(ring, 0x5a);  // ...which are garbage by the time it wakes up
+  ::kill(sub.pid(), SIGCONT);
+  BOOST_REQUIRE(eventually([&] { return pub.subscriber_count() == 0; }));  // it left the ring
+  const int status = sub.wait(20s);
+  BOOST_REQUIRE(status != -1);
+  BOOST_TEST(WIFEXITED(status));  // it ran to its end: no crash, no signal
+  BOOST_TEST(sub.output().find("corrupt 0") != std::string::npos, sub.output());
+  pub.publish(ipcbus::test::make_sample(21, 100));  // and the publisher is unharmed
+}
+
+BOOST_AUTO_TEST_CASE(random_garbage_anywhere_in_a_busy_ring_is_survived) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: drop_oldest, depth: 16 }\n";
+  ipcbus::Bus bus(d.options(yaml));
+  std::atomic<std::uint64_t> got{0};
+  auto sub = bus.subscribe<ipcbus::Bytes>("noise/#", [&](const ipcbus::Bytes&, const ipcbus::MessageInfo&) { ++got; });
+  auto pub = bus.advertise<ipcbus::Bytes>("noise/data");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+  const std::string ring = ring_of(d.domain_dir(), "noise/data");
+  const int fd = ::shm_open(ring.c_str(), O_RDWR, 0);
+  BOOST_REQUIRE(fd >= 0);
+  struct stat st {};
+  BOOST_REQUIRE(::fstat(fd, &st) == 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  auto* base = static_cast<unsigned char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ::close(fd);
+  BOOST_REQUIRE(base != MAP_FAILED);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (std::uint64_t i = 0; !stop; ++i) {
+      std::error_code ec;
+      pub.publish(ipcbus::Bytes(std::string(1 + i % 3000, static_cast<char>(i))), ec);
+    }
+  });
+  // Random bytes at random places (header, slots, records), among live traffic.
+  std::mt19937_64 rng(42);
+  for (int round = 0; round < 20000; ++round) {
+    const std::size_t at = rng() % size;
+    const std::size_t n = std::min<std::size_t>(1 + rng() % 64, size - at);
+    for (std::size_t i = 0; i < n; ++i) base[at + i] = static_cast<unsigned char>(rng());
+    if (round % 1000 == 0) std::this_thread::sleep_for(5ms);
+  }
+  stop = true;
+  writer.join();
+  ::munmap(base, size);
+  // Still here: nothing crashed. The subscriber saw traffic and, most likely,
+  // refused the publisher as soon as the garbage reached it.
+  BOOST_TEST(got.load() > 0u);
+  BOOST_TEST_MESSAGE("delivered " << got.load() << ", bad frames " << sub.counters()->bad_frames.load());
+}
+
+BOOST_AUTO_TEST_CASE(messages_far_larger_than_the_ring_arrive_intact) {
+  scratch_domain d;
+  const auto cfg = d.write_config("defaults: { transport: shm }\n");  // 4 MiB ring, 64 MiB max_message
+  child_process sub(peer, {"subscribe", cfg.string(), "blobs/#", "5", "60000"});
+  child_process pub(peer, {"publish", cfg.string(), "blobs/huge", "5", std::to_string(16 << 20), "0", "1"});
+  BOOST_TEST(pub.wait(120s) == 0);
+  BOOST_TEST(sub.wait(120s) == 0);
+  BOOST_TEST(sub.output().find("received 5 lost 0 corrupt 0 out_of_order 0") != std::string::npos, sub.output());
+  // Nothing of the publisher is left behind once it exited.
+  ipcbus::Bus probe(d.options("defaults: { transport: shm }\n"));
+  auto p = probe.advertise<Sample>("probe/topic");
+  const std::string mine = ring_of(d.domain_dir(), "probe/topic");
+  BOOST_REQUIRE(!mine.empty());
+  BOOST_TEST(segments_of(mine.substr(0, mine.size() - 16)) == 1u);  // only the probe's own ring
+}

@@ -1,0 +1,141 @@
+// The bytes of an shm:// segment, shared by the publisher and its subscribers
+// (README.md "Layout"). Everything a process reads here was written by another
+// process, possibly a dead, buggy or hostile one: readers copy the fixed header
+// fields once at attach and validate every position, length and offset they
+// read afterwards against their own copies, never against the segment.
+//
+// Thread-safety: the atomics are address-free and lock-free (asserted below), so
+// they work across processes; plain fields are written before `magic` and never
+// again.
+#pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+
+namespace ipcbus::transport::shm::layout {
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plain 32-bit");
+
+inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
+inline constexpr std::uint64_t blob_magic = 0x31424f4c42535049ull;  // "IPSBLOB1"
+inline constexpr std::uint32_t version = 1;
+inline constexpr std::uint32_t slot_count = 64;
+
+// Records start 16-byte aligned and their header is 16 bytes, so whatever is
+// left before the end of the ring always holds at least a padding header.
+inline constexpr std::uint64_t record_align = 16;
+inline constexpr std::uint32_t flag_padding = 1;  // skip to the start of the ring
+inline constexpr std::uint32_t flag_blob = 2;     // payload is a blob_ref
+
+struct record_header {
+  std::uint32_t len;    // payload bytes after this header
+  std::uint32_t flags;  // 0, flag_padding or flag_blob
+  std::uint64_t seq;    // frame sequence (0 for padding); informative
+};
+static_assert(sizeof(record_header) == record_align);
+
+inline constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) & ~(a - 1); }
+// Ring bytes a record with `len` payload bytes occupies.
+inline constexpr std::uint64_t record_size(std::uint64_t len) {
+  return align_up(sizeof(record_header) + len, record_align);
+}
+
+// A frame too large for the ring lives in a segment of its own: <ring name>-b<blob_id hex>.
+struct blob_ref {
+  std::uint64_t blob_id;  // names the side segment; ids only grow
+  std::uint64_t size;     // bytes of the encoded frame in it
+};
+
+struct blob_header {
+  std::uint64_t magic;
+  std::uint64_t size;
+  std::uint64_t blob_id;
+  std::uint64_t reserved;
+};
+
+// Slot state word: generation (30 bits) | pid (32 bits) | phase (2 bits). The
+// pid travels in the same word as the claim so that a subscriber killed right
+// after its CAS still leaves a pid the publisher can check.
+enum phase : std::uint64_t { phase_free = 0, phase_claimed = 1, phase_active = 2 };
+inline constexpr std::uint64_t slot_phase(std::uint64_t s) { return s & 3; }
+inline constexpr std::uint32_t slot_pid(std::uint64_t s) { return static_cast<std::uint32_t>(s >> 2); }
+inline constexpr std::uint64_t slot_generation(std::uint64_t s) { return s >> 34; }
+inline constexpr std::uint64_t make_slot_state(std::uint64_t gen, std::uint32_t pid, std::uint64_t ph) {
+  return (gen << 34) | (static_cast<std::uint64_t>(pid) << 2) | ph;
+}
+// The state that frees slot state `s`: a new generation, so that a stale CAS fails.
+inline constexpr std::uint64_t freed_state(std::uint64_t s) {
+  return make_slot_state((slot_generation(s) + 1) & ((1ull << 30) - 1), 0, phase_free);
+}
+
+// One subscriber. state, waiting and started are written by the owner (state also by a
+// publisher evicting a dead owner); cursor is advanced by the owner with a CAS
+// and by a drop_oldest publisher with a CAS when it laps the owner, so that a
+// record is either consumed or counted as dropped, never both.
+struct alignas(64) slot {
+  std::atomic<std::uint64_t> state;
+  std::atomic<std::uint64_t> cursor;   // absolute position of the next record to read
+  std::atomic<std::uint32_t> waiting;  // 1 while the owner sleeps on data_futex
+  std::atomic<std::uint32_t> started;  // 1 once the owner consumed its first frame
+};
+
+struct alignas(64) ring_header {
+  std::atomic<std::uint64_t> magic;  // written last, when everything else is in place
+  std::uint32_t version;
+  std::uint32_t slots;               // slot_count
+  std::uint64_t capacity;            // ring bytes, a power of two
+  std::uint64_t data_offset;         // where the ring starts; segment size = data_offset + capacity
+  std::uint64_t publisher_id;
+  std::uint32_t owner_pid;
+  std::uint32_t qos;                 // qos_policy, informative
+
+  // Positions are absolute byte counts since creation; ring offset = position & (capacity - 1).
+  alignas(64) std::atomic<std::uint64_t> tail_intent;  // end of the record being written
+  std::atomic<std::uint64_t> tail;            // end of the last complete record
+  std::atomic<std::uint64_t> head;            // start of the oldest intact record
+  std::atomic<std::uint64_t> history_start;   // where a new subscriber starts reading
+  std::atomic<std::uint64_t> blobs_released;  // side segments with a smaller id were unlinked
+  std::atomic<std::uint32_t> closed;          // 1 once the publisher closed
+  std::atomic<std::uint32_t> slots_used;      // no slot at or above this index was ever claimed
+
+  alignas(64) std::atomic<std::uint32_t> data_futex;    // bumped after every record
+  alignas(64) std::atomic<std::uint32_t> space_futex;   // bumped by readers for a waiting publisher
+  std::atomic<std::uint32_t> publisher_waiting;
+
+  slot slot_table[slot_count];
+};
+
+inline constexpr std::uint64_t data_offset = align_up(sizeof(ring_header), 4096);
+
+// ---- futex ------------------------------------------------------------------
+// Shared (not FUTEX_PRIVATE) because the words live in memory other processes map.
+
+// Sleeps while *word == expected, at most `timeout`. Returns on wake-up, value
+// change, timeout or signal; the caller re-checks its condition in every case.
+inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       std::chrono::nanoseconds timeout) {
+  const auto ns = timeout.count() > 0 ? timeout.count() : 0;
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+inline void futex_wake_all(std::atomic<std::uint32_t>& word) {
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 0x7fffffff, nullptr, nullptr, 0);
+}
+
+// True when `pid` names no process (kill(pid, 0) says ESRCH; EPERM means
+// alive) or only a zombie: a killed peer whose parent has not reaped it yet
+// holds nothing any more and must not hold anyone up either.
+bool process_gone(std::uint32_t pid);
+
+}  // namespace ipcbus::transport::shm::layout

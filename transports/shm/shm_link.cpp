@@ -1,0 +1,171 @@
+#include "shm_link.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+
+#include "ipcbus/error.hpp"
+
+namespace ipcbus::transport::shm {
+
+namespace asio = boost::asio;
+
+namespace {
+// Frames delivered per turn before the io thread gets to other work.
+constexpr int drain_batch = 256;
+// The waker re-checks that the publisher still exists at least this often.
+constexpr auto waker_sleep = std::chrono::milliseconds(100);
+}  // namespace
+
+shm_link_state::shm_link_state(asio::io_context& io, std::unique_ptr<ring_reader> reader, link_callbacks callbacks,
+                               std::error_code& ec)
+    : reader_(std::move(reader)), callbacks_(std::move(callbacks)), event_(io) {
+  event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd_ < 0) {
+    ec = {errno, std::system_category()};
+    return;
+  }
+  event_.assign(event_fd_);
+}
+
+shm_link_state::~shm_link_state() { stop_waker(); }
+
+void shm_link_state::start() {
+  wait_event();
+  // The waker must not take signals meant for the io thread (DESIGN.md section 6):
+  // it is born with every signal blocked.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  waker_ = std::thread([this] { waker_loop(); });
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  drain_later();  // history may already be waiting
+}
+
+// Drains on a later turn: the bus resumes its links in a loop over them, and a
+// drain can end in on_closed, which removes a link from that very container.
+void shm_link_state::resume() {
+  if (!paused_ || closed_) return;
+  paused_ = false;
+  drain_later();
+}
+
+void shm_link_state::close() {
+  if (closed_) return;
+  closed_ = true;
+  stop_waker();
+  reader_->detach();
+  boost::system::error_code ignored;
+  event_.close(ignored);
+}
+
+void shm_link_state::fail(std::error_code ec, const std::string& why) {
+  if (closed_) return;
+  close();
+  if (callbacks_.on_closed) callbacks_.on_closed(ec, why);
+}
+
+void shm_link_state::wait_event() {
+  event_.async_wait(asio::posix::stream_descriptor::wait_read,
+                    [self = shared_from_this()](const boost::system::error_code& ec) {
+                      if (ec || self->closed_) return;
+                      std::uint64_t count = 0;
+                      (void)::read(self->event_fd_, &count, sizeof count);
+                      self->drain();
+                      if (!self->closed_) self->wait_event();
+                    });
+}
+
+void shm_link_state::drain_later() {
+  asio::post(event_.get_executor(), [self = shared_from_this()] { self->drain(); });
+}
+
+// Delivers up to a batch of frames. Re-entrant calls return at once: the outer
+// loop carries on.
+void shm_link_state::drain() {
+  if (closed_ || paused_ || draining_) return;
+  const auto self = shared_from_this();  // on_closed may drop the last outside reference
+  draining_ = true;
+  read_result::kind last = read_result::empty;
+  for (int n = 0; n < drain_batch && !closed_ && !paused_; ++n) {
+    frame_view f;
+    read_result r = reader_->next(f);
+    last = r.what;
+    if (r.what == read_result::frame) {
+      if (callbacks_.on_frame) callbacks_.on_frame(f);
+      continue;
+    }
+    if (r.what == read_result::failed) {
+      draining_ = false;
+      fail(r.ec, r.why);
+      return;
+    }
+    break;
+  }
+  draining_ = false;
+  after_drain(last);
+}
+
+void shm_link_state::after_drain(read_result::kind last) {
+  if (closed_ || paused_) return;  // paused: resume() drains again
+  if (last == read_result::frame || last == read_result::again) {
+    drain_later();  // more to do: let the io thread breathe first
+    return;
+  }
+  // Empty. A publisher that is gone wrote its last record before it said so:
+  // when the ring is still empty now, it is empty for good.
+  if (publisher_gone_.load()) {
+    if (reader_->data_available()) drain_later();
+    else fail(make_error_code(errc::peer_gone), "publisher closed");
+    return;
+  }
+  arm();
+}
+
+void shm_link_state::arm() {
+  {
+    std::lock_guard lock(mutex_);
+    armed_ = true;
+  }
+  cv_.notify_one();
+}
+
+void shm_link_state::waker_loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return armed_ || stop_.load(); });
+      if (stop_) return;
+    }
+    while (!stop_) {
+      const bool gone = reader_->publisher_gone();
+      if (gone || reader_->data_available()) {
+        if (gone) publisher_gone_.store(true);
+        {
+          std::lock_guard lock(mutex_);
+          armed_ = false;
+        }
+        const std::uint64_t one = 1;
+        (void)::write(event_fd_, &one, sizeof one);
+        break;
+      }
+      reader_->wait_for_data(waker_sleep);
+    }
+  }
+}
+
+void shm_link_state::stop_waker() {
+  if (!waker_.joinable()) return;
+  stop_ = true;
+  {
+    std::lock_guard lock(mutex_);
+  }
+  cv_.notify_all();
+  reader_->wake_sleepers();
+  waker_.join();
+}
+
+}  // namespace ipcbus::transport::shm

@@ -1,0 +1,81 @@
+// The subscriber side of shm:// as the bus sees it: a ring_reader drained on
+// the io thread, woken by a small thread of its own.
+//
+// The waker thread sleeps on the ring's futex word (the publisher wakes it only
+// when it sees the slot's waiting flag) and, when there is something to read or
+// the publisher is gone, signals an eventfd that the io thread waits on through
+// Asio. The io thread then drains the ring and calls on_frame, so callbacks run
+// where they run for every transport. The waker is armed again only once the io
+// thread found the ring empty, and not while the link is paused: a paused link
+// reads nothing, its cursor stays, and a reliable publisher waits (backpressure).
+//
+// Thread-safety: everything but the waker runs on the io thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "ipcbus/transport.hpp"
+#include "shm_reader.hpp"
+
+namespace ipcbus::transport::shm {
+
+class shm_link_state : public std::enable_shared_from_this<shm_link_state> {
+ public:
+  // Takes an attached reader. Errors: the system error of eventfd().
+  shm_link_state(boost::asio::io_context& io, std::unique_ptr<ring_reader> reader, link_callbacks callbacks,
+                 std::error_code& ec);
+  ~shm_link_state();
+  shm_link_state(const shm_link_state&) = delete;
+  shm_link_state& operator=(const shm_link_state&) = delete;
+
+  void start();
+  void pause() { paused_ = true; }
+  void resume();
+  // Stops the waker (joins it), releases the slot. Idempotent; no callback.
+  void close();
+
+ private:
+  void wait_event();
+  void drain();
+  void drain_later();
+  void after_drain(read_result::kind last);
+  void arm();
+  void waker_loop();
+  void stop_waker();
+  void fail(std::error_code ec, const std::string& why);
+
+  std::unique_ptr<ring_reader> reader_;
+  link_callbacks callbacks_;
+  boost::asio::posix::stream_descriptor event_;
+  int event_fd_ = -1;
+  std::thread waker_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool armed_ = false;                  // guarded by mutex_
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> publisher_gone_{false};
+  bool paused_ = false;
+  bool closed_ = false;
+  bool draining_ = false;
+};
+
+class shm_link final : public subscriber_link {
+ public:
+  explicit shm_link(std::shared_ptr<shm_link_state> s) : state_(std::move(s)) {}
+  ~shm_link() override { state_->close(); }
+  void pause() override { state_->pause(); }
+  void resume() override { state_->resume(); }
+  void close() override { state_->close(); }
+
+ private:
+  std::shared_ptr<shm_link_state> state_;
+};
+
+}  // namespace ipcbus::transport::shm

@@ -1,0 +1,384 @@
+#include "shm_publisher.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/log.hpp"
+
+namespace ipcbus::transport::shm {
+
+namespace {
+constexpr std::uint64_t min_capacity = 64 * 1024;
+constexpr std::uint64_t max_capacity = 64ull << 20;
+constexpr std::uint64_t frame_budget = 64 * 1024;  // ring bytes planned per queued frame
+// How often a waiting publisher checks whether the subscribers it waits for
+// still exist, and how often housekeeping does (it costs a kill() and a
+// /proc read per subscriber, and only matters for counts and side segments).
+constexpr auto eviction_interval = std::chrono::milliseconds(10);
+constexpr auto idle_eviction_interval = std::chrono::milliseconds(500);
+// Longest single sleep of a waiting publisher, so that evictions and close are noticed.
+constexpr auto max_sleep = std::chrono::milliseconds(10);
+// How long a drop_oldest publisher spares a subscriber's first frame.
+constexpr auto newcomer_grace = std::chrono::seconds(1);
+}  // namespace
+
+std::uint64_t ring_capacity(const topic_settings& s) {
+  const std::uint64_t per_frame = std::min(frame_budget, layout::record_size(s.max_message + max_frame_overhead));
+  const std::uint64_t want = (std::uint64_t{s.depth} + s.history) * per_frame;
+  return std::bit_ceil(std::clamp(want, min_capacity, max_capacity));
+}
+
+std::error_code ring_publisher::open() {
+  name_ = ring_name(options_.domain_dir, options_.publisher_id);
+  marker_ = marker_path(options_.domain_dir, options_.publisher_id);
+  capacity_ = ring_capacity(options_.settings);
+  mask_ = capacity_ - 1;
+  // The marker first: a segment without one is an orphan to reclaim_shm_segments.
+  if (auto ec = write_marker(marker_, name_)) return ec;
+  if (auto ec = create_segment(name_, layout::data_offset + capacity_, ring_)) {
+    ::unlink(marker_.c_str());
+    return ec;
+  }
+  hdr_ = new (ring_.data()) layout::ring_header();
+  data_ = ring_.data() + layout::data_offset;
+  hdr_->version = layout::version;
+  hdr_->slots = layout::slot_count;
+  hdr_->capacity = capacity_;
+  hdr_->data_offset = layout::data_offset;
+  hdr_->publisher_id = options_.publisher_id;
+  hdr_->owner_pid = static_cast<std::uint32_t>(::getpid());
+  hdr_->qos = static_cast<std::uint32_t>(options_.settings.qos);
+  hdr_->blobs_released.store(next_blob_id_, std::memory_order_relaxed);
+  // Everything above must be visible to whoever sees the magic.
+  hdr_->magic.store(layout::ring_magic, std::memory_order_release);
+  return {};
+}
+
+ring_publisher::placement ring_publisher::place(std::uint64_t len) const {
+  placement at{};
+  const std::uint64_t size = layout::record_size(len);
+  const std::uint64_t room = capacity_ - (tail_ & mask_);
+  at.pad = size > room ? room : 0;  // records never wrap: pad to the start instead
+  at.start = tail_ + at.pad;
+  at.end = at.start + size;
+  at.len = len;
+  return at;
+}
+
+std::size_t ring_publisher::index_of(std::uint64_t pos) const {
+  const auto it = std::lower_bound(records_.begin(), records_.end(), pos,
+                                   [](const record& r, std::uint64_t p) { return r.pos < p; });
+  return static_cast<std::size_t>(it - records_.begin());
+}
+
+std::size_t ring_publisher::pending(std::uint64_t cursor) const { return records_.size() - index_of(cursor); }
+
+std::size_t ring_publisher::active_count() const {
+  std::size_t n = 0;
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i)
+    if (layout::slot_phase(slot_at(i).state.load(std::memory_order_acquire)) == layout::phase_active) ++n;
+  return n;
+}
+
+// True when writing `at` overwrites nothing a live subscriber has yet to read
+// and leaves nobody more than `depth` frames behind. seq_cst loads: they pair
+// with a reader's CAS and its check of publisher_waiting (no lost wake-up).
+bool ring_publisher::room_for(const placement& at) const {
+  const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const layout::slot& s = slot_at(i);
+    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
+    const std::uint64_t c = s.cursor.load();
+    if (c > tail_) continue;  // nonsense from a broken reader: it cannot hold us up
+    if (c < oldest_kept || pending(c) + 1 > options_.settings.depth) return false;
+  }
+  return true;
+}
+
+std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at) {
+  const auto deadline = clock::now() + options_.settings.publish_timeout;
+  for (int spins = 0; !room_for(at); ++spins) {
+    if (clock::now() >= deadline) {
+      ++counters_.timeouts;
+      return make_error_code(errc::timed_out);
+    }
+    // A subscriber killed while it held us up must not hold us up for ever.
+    evict_dead(eviction_interval);
+    if (spins < 8) {  // a reader that is busy right now is usually done within a yield or two
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+    } else {
+      sleep_for_space(lock, deadline);
+    }
+    if (closed_) return make_error_code(errc::closed);
+  }
+  return {};
+}
+
+// Sleeps on space_futex until a reader moves its cursor (or a short timeout).
+// Readers post only while publisher_waiting is set, so they pay no syscall otherwise.
+void ring_publisher::sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline) {
+  const std::uint32_t seen = hdr_->space_futex.load();
+  hdr_->publisher_waiting.store(1);
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now());
+  lock.unlock();
+  layout::futex_wait(hdr_->space_futex, seen, std::min<std::chrono::nanoseconds>(left, max_sleep));
+  lock.lock();
+  hdr_->publisher_waiting.store(0);
+}
+
+// Where a drop_oldest write must move `cursor`: past every record it overwrites
+// and close enough to the tail that at most depth frames (this one included)
+// wait for that reader. Returns `cursor` when it may stay.
+std::uint64_t ring_publisher::drop_target(std::uint64_t cursor, const placement& at) const {
+  const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
+  const std::size_t depth = options_.settings.depth;
+  const std::size_t first = index_of(cursor);
+  std::size_t idx = std::max(first, index_of(oldest_kept));
+  if (records_.size() + 1 > depth) idx = std::max(idx, records_.size() + 1 - depth);
+  if (idx == first && cursor >= oldest_kept) return cursor;
+  const std::uint64_t target = idx < records_.size() ? records_[idx].pos : tail_;
+  return std::max(target, cursor);
+}
+
+// drop_oldest and a subscriber that has not consumed a frame yet: the bus
+// counts gaps from the first frame a link delivers, so lapping it now would
+// lose frames without a trace. For a grace period the new frame is dropped
+// instead (counted); a newcomer that never reads is lapped after it.
+bool ring_publisher::would_lap_newcomer(const placement& at) {
+  const auto now = clock::now();
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const layout::slot& s = slot_at(i);
+    const std::uint64_t st = s.state.load();
+    if (layout::slot_phase(st) != layout::phase_active || s.started.load(std::memory_order_acquire)) continue;
+    auto& [state, since] = newcomers_[i];
+    if (state != st) {
+      state = st;
+      since = now;
+    }
+    const std::uint64_t c = s.cursor.load();
+    if (now - since < newcomer_grace && c <= tail_ && drop_target(c, at) != c) return true;
+  }
+  return false;
+}
+
+// drop_oldest: laps the readers that are too far behind, counting what each
+// loses. The CAS races with the reader's own CAS, so a record is either
+// delivered or counted as dropped, never both and never neither.
+void ring_publisher::make_room(const placement& at) {
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    layout::slot& s = slot_at(i);
+    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
+    for (;;) {
+      std::uint64_t c = s.cursor.load();
+      if (c > tail_) break;
+      const std::uint64_t target = drop_target(c, at);
+      if (target == c) break;
+      if (s.cursor.compare_exchange_strong(c, target)) {
+        counters_.dropped += index_of(target) - index_of(c);
+        break;
+      }
+    }
+  }
+}
+
+std::error_code ring_publisher::send(const frame_ptr& frame) {
+  std::unique_lock lock(mutex_);
+  if (closed_) return make_error_code(errc::closed);
+  // Frames that would take more than a quarter of the ring go to a side segment,
+  // so one big frame never stalls the ring for everything else.
+  const bool side = layout::record_size(frame->bytes.size()) > capacity_ / 4;
+  const placement at = place(side ? sizeof(layout::blob_ref) : frame->bytes.size());
+  switch (options_.settings.qos) {
+    case qos_policy::reliable:
+      if (auto ec = wait_for_room(lock, at)) return ec;
+      break;
+    case qos_policy::drop_newest:
+      if (!room_for(at)) {
+        counters_.dropped += std::max<std::size_t>(1, active_count());  // every subscriber misses it
+        return {};
+      }
+      break;
+    case qos_policy::drop_oldest:
+      if (would_lap_newcomer(at)) {
+        counters_.dropped += active_count();
+        return {};
+      }
+      break;
+  }
+  std::uint64_t blob_id = 0;
+  if (side) {
+    if (auto ec = write_blob(*frame, blob_id)) return ec;
+  }
+  // Only now that the frame will be written: laps counted as drops must happen.
+  if (options_.settings.qos == qos_policy::drop_oldest) make_room(at);
+  commit(at, *frame, blob_id);
+  trim();
+  return {};
+}
+
+std::error_code ring_publisher::write_blob(const encoded_frame& frame, std::uint64_t& blob_id) {
+  const std::uint64_t id = next_blob_id_++;
+  mapped_segment blob;
+  if (auto ec = create_segment(blob_name(name_, id), sizeof(layout::blob_header) + frame.bytes.size(), blob)) {
+    log_line(log_level::warn, "topic '" + options_.topic + "': cannot create a side segment for a frame of " +
+                                  std::to_string(frame.bytes.size()) + " bytes: " + ec.message());
+    return ec;
+  }
+  const layout::blob_header h{layout::blob_magic, frame.bytes.size(), id, 0};
+  std::memcpy(blob.data(), &h, sizeof h);
+  std::memcpy(blob.data() + sizeof h, frame.bytes.data(), frame.bytes.size());
+  blob_id = id;
+  return {};
+}
+
+// Writes the record at `at`: first announce the overwrite (head, tail_intent),
+// then the bytes, then publish the new tail. A reader that copied bytes while
+// they changed sees tail_intent past its position and throws the copy away.
+void ring_publisher::commit(const placement& at, const encoded_frame& frame, std::uint64_t blob_id) {
+  const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
+  while (!records_.empty() && records_.front().pos < oldest_kept) records_.pop_front();
+  hdr_->head.store(records_.empty() ? at.start : records_.front().pos, std::memory_order_relaxed);
+  hdr_->tail_intent.store(at.end, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_release);
+  if (at.pad) {
+    const layout::record_header pad{static_cast<std::uint32_t>(at.pad - sizeof(layout::record_header)),
+                                    layout::flag_padding, 0};
+    std::memcpy(data_ + (tail_ & mask_), &pad, sizeof pad);
+  }
+  char* out = data_ + (at.start & mask_);
+  const layout::record_header rh{static_cast<std::uint32_t>(at.len), blob_id ? layout::flag_blob : 0u,
+                                 frame.sequence};
+  std::memcpy(out, &rh, sizeof rh);
+  if (blob_id) {
+    const layout::blob_ref ref{blob_id, frame.bytes.size()};
+    std::memcpy(out + sizeof rh, &ref, sizeof ref);
+  } else {
+    std::memcpy(out + sizeof rh, frame.bytes.data(), frame.bytes.size());
+  }
+  hdr_->tail.store(at.end);  // seq_cst: ordered before the check of the waiting flags
+  tail_ = at.end;
+  records_.push_back({at.start, at.end, blob_id});
+  if (blob_id) blobs_.push_back(records_.back());
+  const std::size_t h = options_.settings.history;
+  history_pos_ = h == 0 ? tail_ : records_[records_.size() > h ? records_.size() - h : 0].pos;
+  hdr_->history_start.store(history_pos_, std::memory_order_release);
+  wake_readers();
+}
+
+// FUTEX_WAKE only when somebody sleeps: the common case costs one atomic add.
+void ring_publisher::wake_readers() {
+  hdr_->data_futex.fetch_add(1);
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    if (slot_at(i).waiting.load() != 0) {
+      layout::futex_wake_all(hdr_->data_futex);
+      return;
+    }
+  }
+}
+
+// Forgets records every live subscriber has passed and that are older than
+// the history window: they only matter for counting and lapping, and a big
+// ring of tiny frames would otherwise cost a large index. Then unlinks side
+// segments, oldest first, once their record left the ring or was forgotten.
+// Subscribers that already mapped one keep reading it: unlink removes the name only.
+void ring_publisher::trim() {
+  std::uint64_t slowest = tail_;
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const layout::slot& s = slot_at(i);
+    if (layout::slot_phase(s.state.load()) == layout::phase_active)
+      slowest = std::min(slowest, s.cursor.load(std::memory_order_acquire));
+  }
+  const std::uint64_t keep_from = std::min(slowest, history_pos_);
+  while (!records_.empty() && records_.front().end <= keep_from) records_.pop_front();
+  const std::uint64_t head = records_.empty() ? tail_ : records_.front().pos;
+  while (!blobs_.empty()) {
+    const record& b = blobs_.front();
+    const bool in_ring = b.pos >= head;
+    if (in_ring && (b.end > slowest || b.pos >= history_pos_)) break;
+    ::shm_unlink(blob_name(name_, b.blob_id).c_str());
+    blobs_.pop_front();
+  }
+  hdr_->blobs_released.store(blobs_.empty() ? next_blob_id_ : blobs_.front().blob_id, std::memory_order_release);
+}
+
+void ring_publisher::evict_dead(clock::duration at_most_every) {
+  const auto now = clock::now();
+  if (now - last_eviction_check_ < at_most_every) return;
+  last_eviction_check_ = now;
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    layout::slot& s = slot_at(i);
+    std::uint64_t st = s.state.load();
+    if (layout::slot_phase(st) == layout::phase_free || !layout::process_gone(layout::slot_pid(st))) continue;
+    // A new generation: should the owner somehow still run, its CAS fails and it
+    // learns it was evicted instead of reading on in a slot it no longer owns.
+    if (s.state.compare_exchange_strong(st, layout::freed_state(st)))
+      log_line(log_level::info, "topic '" + options_.topic + "': evicted dead subscriber (pid " +
+                                    std::to_string(layout::slot_pid(st)) + ")");
+  }
+}
+
+bool ring_publisher::flush(std::chrono::milliseconds timeout) {
+  const auto deadline = clock::now() + timeout;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (closed_) return true;
+    bool behind = false;
+    for (std::size_t i = 0, used = slots_in_use(); i < used && !behind; ++i) {
+      const layout::slot& s = slot_at(i);
+      behind = layout::slot_phase(s.state.load()) == layout::phase_active && s.cursor.load() < tail_;
+    }
+    if (!behind) return true;
+    if (clock::now() >= deadline) return false;
+    evict_dead(eviction_interval);
+    sleep_for_space(lock, deadline);
+  }
+}
+
+std::size_t ring_publisher::subscriber_count() const {
+  std::lock_guard lock(mutex_);
+  return closed_ || !hdr_ ? 0 : active_count();
+}
+
+endpoint_counters ring_publisher::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
+void ring_publisher::maintain() {
+  std::lock_guard lock(mutex_);
+  if (closed_ || !hdr_) return;
+  evict_dead(idle_eviction_interval);
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const std::uint64_t st = slot_at(i).state.load();
+    const std::uint64_t now = layout::slot_phase(st) == layout::phase_active ? st : 0;
+    if (seen_[i] != 0 && now != seen_[i]) ++counters_.peers_lost;  // left, died or was evicted
+    seen_[i] = now;
+  }
+  trim();
+}
+
+void ring_publisher::close() {
+  std::lock_guard lock(mutex_);
+  if (closed_) return;
+  closed_ = true;
+  if (!hdr_) return;
+  hdr_->closed.store(1);
+  hdr_->data_futex.fetch_add(1);
+  layout::futex_wake_all(hdr_->data_futex);
+  for (const auto& b : blobs_) ::shm_unlink(blob_name(name_, b.blob_id).c_str());
+  blobs_.clear();
+  hdr_->blobs_released.store(next_blob_id_);
+  ::shm_unlink(name_.c_str());
+  ::unlink(marker_.c_str());
+}
+
+}  // namespace ipcbus::transport::shm

@@ -1,0 +1,121 @@
+// The publisher side of shm://: one broadcast ring in a shared memory object,
+// written on the publishing thread, read in place by every subscriber.
+//
+// The publisher keeps, in its own memory, where each record it wrote starts
+// (records_), so it can tell how many frames a subscriber's cursor is behind
+// (`depth` means frames here too, as on every transport) and move a lapped
+// cursor to a record boundary. Subscribers' slots are read with atomics and
+// trusted for nothing but flow control: a garbage cursor can cost this
+// publisher a timeout, never a wrong write.
+//
+// Thread-safety: send/flush/counters/subscriber_count/close from any thread
+// (send is serialized by the bus); maintain runs on the io thread. One mutex
+// guards the private state; a reliable send releases it while it sleeps.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "ipcbus/transport.hpp"
+#include "shm_layout.hpp"
+#include "shm_segment.hpp"
+
+namespace ipcbus::transport::shm {
+
+// Ring bytes for a topic: room for depth + history frames of up to 64 KiB (or
+// of max_message, if smaller), a power of two within [64 KiB, 64 MiB].
+std::uint64_t ring_capacity(const topic_settings& s);
+
+class ring_publisher {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  explicit ring_publisher(endpoint_options options) : options_(std::move(options)) {}
+  ~ring_publisher() { close(); }
+  ring_publisher(const ring_publisher&) = delete;
+  ring_publisher& operator=(const ring_publisher&) = delete;
+
+  // Writes the marker file, creates and fills the segment, magic last.
+  // Errors: the system error of shm_open/ftruncate/fallocate/mmap or of the marker.
+  std::error_code open();
+  const std::string& name() const { return name_; }
+
+  // Blocks (reliable, up to publish_timeout) while a live subscriber lacks room.
+  // Errors: closed, timed_out (nothing written), the system error of a side segment.
+  std::error_code send(const frame_ptr& frame);
+  // Waits until every live subscriber has read everything; false on timeout.
+  bool flush(std::chrono::milliseconds timeout);
+  std::size_t subscriber_count() const;
+  endpoint_counters counters() const;
+  // Periodic housekeeping: evicts dead subscribers, counts departed ones and
+  // unlinks side segments nobody needs any more.
+  void maintain();
+  // Marks the ring closed, wakes readers, unlinks the segment, its side
+  // segments and the marker. The mapping stays until destruction. Idempotent.
+  void close();
+
+ private:
+  struct record {
+    std::uint64_t pos;
+    std::uint64_t end;
+    std::uint64_t blob_id;  // 0: the frame is in the ring
+  };
+  struct placement {
+    std::uint64_t pad;    // bytes of padding record before the frame (0: none)
+    std::uint64_t start;  // where the record starts
+    std::uint64_t end;    // one past it: the new tail
+    std::uint64_t len;    // record payload bytes
+  };
+
+  // All with mutex_ held.
+  placement place(std::uint64_t len) const;
+  bool room_for(const placement& at) const;
+  std::size_t pending(std::uint64_t cursor) const;
+  std::size_t index_of(std::uint64_t pos) const;
+  std::error_code wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at);
+  void sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline);
+  void make_room(const placement& at);
+  std::uint64_t drop_target(std::uint64_t cursor, const placement& at) const;
+  bool would_lap_newcomer(const placement& at);
+  std::error_code write_blob(const encoded_frame& frame, std::uint64_t& blob_id);
+  void commit(const placement& at, const encoded_frame& frame, std::uint64_t blob_id);
+  void wake_readers();
+  void trim();
+  void evict_dead(clock::duration at_most_every);
+  std::size_t active_count() const;
+  layout::slot& slot_at(std::size_t i) const { return hdr_->slot_table[i]; }
+  // Slots [0, n) may be in use: subscribers take the lowest free one, so the
+  // scans done for every frame stay short.
+  std::size_t slots_in_use() const {
+    return std::min<std::size_t>(hdr_->slots_used.load(std::memory_order_acquire), layout::slot_count);
+  }
+
+  endpoint_options options_;
+  std::string name_;
+  std::filesystem::path marker_;
+  mapped_segment ring_;
+  layout::ring_header* hdr_ = nullptr;
+  char* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+
+  mutable std::mutex mutex_;
+  std::uint64_t tail_ = 0;
+  std::deque<record> records_;  // records intact in the ring that someone may still read, by position
+  std::deque<record> blobs_;    // side segments not yet unlinked, by id
+  std::uint64_t next_blob_id_ = 1;
+  std::uint64_t history_pos_ = 0;
+  std::array<std::uint64_t, layout::slot_count> seen_{};  // active slot states at the last maintain
+  clock::time_point last_eviction_check_{};
+  std::array<std::pair<std::uint64_t, clock::time_point>, layout::slot_count> newcomers_{};
+  endpoint_counters counters_;
+  bool closed_ = false;
+};
+
+}  // namespace ipcbus::transport::shm

@@ -1,0 +1,304 @@
+#include "shm_reader.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/frame_codec.hpp"
+
+namespace ipcbus::transport::shm {
+
+namespace {
+constexpr std::uint64_t min_ring = 4096;
+constexpr std::uint64_t max_ring = 1ull << 30;  // larger than any ring we make; bounds what we map
+constexpr std::uint64_t max_prefix = 5;         // a varint32 length prefix
+// How many times next() follows a publisher that keeps lapping it before it
+// lets the io thread do something else.
+constexpr int max_attempts = 64;
+constexpr auto owner_check_interval = std::chrono::milliseconds(200);
+
+std::error_code malformed() { return make_error_code(errc::malformed_frame); }
+}  // namespace
+
+std::error_code ring_reader::attach(const std::string& name, const link_options& options, std::string& why) {
+  name_ = name;
+  options_ = options;
+  const open_request req{name, true, layout::data_offset + min_ring, layout::data_offset + max_ring, false};
+  if (auto ec = open_segment(req, options.security, ring_)) {
+    why = ec == errc::malformed_frame ? "segment " + name + " has an impossible size" : ec.message();
+    return ec;
+  }
+  hdr_ = reinterpret_cast<layout::ring_header*>(ring_.data());
+  if (auto ec = validate_header(why)) return ec;
+  capacity_ = hdr_->capacity;
+  mask_ = capacity_ - 1;
+  owner_ = hdr_->owner_pid;
+  data_ = ring_.data() + layout::data_offset;
+  if (auto ec = claim_slot()) {
+    why = "every subscriber slot of " + name + " is taken";
+    return ec;
+  }
+  return {};
+}
+
+std::error_code ring_reader::validate_header(std::string& why) const {
+  if (hdr_->magic.load(std::memory_order_acquire) != layout::ring_magic) {
+    why = "segment " + name_ + " is not an ipcbus ring (bad magic)";
+  } else if (hdr_->version != layout::version || hdr_->slots != layout::slot_count ||
+             hdr_->data_offset != layout::data_offset) {
+    why = "segment " + name_ + " has an unsupported version or layout";
+  } else if (const std::uint64_t cap = hdr_->capacity;
+             cap < min_ring || cap > max_ring || (cap & (cap - 1)) != 0 || layout::data_offset + cap != ring_.size()) {
+    why = "segment " + name_ + " states a capacity that does not match its size";
+  } else {
+    return {};
+  }
+  return malformed();
+}
+
+// Claim with the pid in the same CAS, then set the cursor, then go active: the
+// publisher only ever looks at cursors of active slots.
+std::error_code ring_reader::claim_slot() {
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  for (std::uint32_t i = 0; i < layout::slot_count; ++i) {
+    layout::slot& s = hdr_->slot_table[i];
+    std::uint64_t st = s.state.load();
+    if (layout::slot_phase(st) != layout::phase_free) continue;
+    const std::uint64_t claimed = layout::make_slot_state(layout::slot_generation(st), pid, layout::phase_claimed);
+    if (!s.state.compare_exchange_strong(st, claimed)) continue;
+    // history_start before tail: then start <= tail always holds for honest values.
+    const std::uint64_t hs = hdr_->history_start.load(std::memory_order_acquire);
+    const std::uint64_t t = hdr_->tail.load(std::memory_order_acquire);
+    const bool history_ok = hs <= t && t - hs <= capacity_ && hs % layout::record_align == 0;
+    s.cursor.store(history_ok ? hs : t);
+    s.waiting.store(0);
+    s.started.store(0);
+    raise_slots_used(i + 1);
+    const std::uint64_t active = layout::make_slot_state(layout::slot_generation(st), pid, layout::phase_active);
+    std::uint64_t expected = claimed;
+    if (!s.state.compare_exchange_strong(expected, active)) continue;  // evicted meanwhile: try another
+    slot_ = &s;
+    my_state_ = active;
+    return {};
+  }
+  return make_error_code(errc::would_block);
+}
+
+// Before going active: the publisher scans only slots below slots_used.
+void ring_reader::raise_slots_used(std::uint32_t n) {
+  std::uint32_t used = hdr_->slots_used.load();
+  while (used < n && !hdr_->slots_used.compare_exchange_weak(used, n)) {
+  }
+}
+
+ring_reader::step ring_reader::fail(std::error_code ec, std::string why) {
+  failure_ = {read_result::failed, ec, std::move(why)};
+  return step::failed;
+}
+
+read_result ring_reader::next(frame_view& out) {
+  blob_.reset();
+  if (!slot_) {
+    fail(make_error_code(errc::closed), "detached");
+    return failure_;
+  }
+  for (int attempt = 0; attempt < max_attempts; ++attempt) {
+    if (slot_->state.load(std::memory_order_acquire) != my_state_) {
+      fail(make_error_code(errc::peer_gone), "the publisher released this subscriber's slot");
+      return failure_;
+    }
+    const std::uint64_t c = slot_->cursor.load(std::memory_order_acquire);
+    const std::uint64_t t = hdr_->tail.load(std::memory_order_acquire);
+    if (c == t) return {};
+    if (c > t) {
+      // After a jump to head we may be ahead of a write still in progress.
+      if (c - t <= capacity_ && c <= hdr_->tail_intent.load(std::memory_order_acquire)) return {};
+      fail(malformed(), "read position " + std::to_string(c) + " is past the ring's tail " + std::to_string(t));
+      return failure_;
+    }
+    if (c % layout::record_align != 0 || t % layout::record_align != 0) {
+      fail(malformed(), "misaligned ring position");
+      return failure_;
+    }
+    const step st = t - c > capacity_ ? step::lapped : read_record(c, t, out);
+    if (st == step::delivered) return read_result::of(read_result::frame);
+    if (st == step::failed) return failure_;
+    if (st == step::lapped && !recover(c)) {
+      fail(malformed(), "lapped, and the ring's head position is invalid");
+      return failure_;
+    }
+  }
+  return read_result::of(read_result::again);
+}
+
+// Reads the record at `c` (tail `t`). Every check is made against our own
+// copy of the capacity, and every doubtful record is first blamed on being
+// lapped (overrun) before it is called corrupt.
+ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, frame_view& out) {
+  const std::uint64_t off = c & mask_;
+  const std::uint64_t room = capacity_ - off;  // >= 16: positions are 16-aligned
+  const std::uint64_t avail = t - c;
+  layout::record_header rh;
+  std::memcpy(&rh, data_ + off, sizeof rh);
+  const std::uint64_t size = layout::record_size(rh.len);
+  bool sane = size <= room && size <= avail;
+  if (rh.flags == layout::flag_padding) sane = sane && size == room;
+  else if (rh.flags == layout::flag_blob) sane = sane && rh.len == sizeof(layout::blob_ref);
+  else sane = sane && rh.flags == 0 && rh.len > 0;
+  if (!sane) {
+    if (overrun(c)) return step::lapped;
+    return fail(malformed(), "invalid record header at ring position " + std::to_string(c));
+  }
+  if (rh.flags == layout::flag_padding) {
+    commit(c, c + size);
+    return step::retry;
+  }
+  if (rh.flags == layout::flag_blob) {
+    layout::blob_ref ref;
+    std::memcpy(&ref, data_ + off + sizeof rh, sizeof ref);
+    if (overrun(c)) return step::lapped;
+    return read_blob(c, c + size, ref, out);
+  }
+  if (rh.len > options_.max_frame + max_prefix) {
+    if (overrun(c)) return step::lapped;
+    return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(rh.len) +
+                                                            " bytes exceeds the limit of " +
+                                                            std::to_string(options_.max_frame));
+  }
+  buffer_.assign(data_ + off + sizeof rh, rh.len);
+  if (overrun(c)) return step::lapped;
+  if (!commit(c, c + size)) return step::retry;  // the publisher lapped us meanwhile
+  mark_started();
+  return decode(buffer_, out);
+}
+
+// Large frames: mapped read-only and decoded in place. The name comes from the
+// ring's own name and the id, never from the segment's bytes.
+ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref,
+                                         frame_view& out) {
+  if (ref.size > options_.max_frame + max_prefix)
+    return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(ref.size) +
+                                                            " bytes exceeds the limit of " +
+                                                            std::to_string(options_.max_frame));
+  const std::size_t size = sizeof(layout::blob_header) + ref.size;
+  const open_request req{blob_name(name_, ref.blob_id), false, size, size, false};
+  const auto ec = open_segment(req, options_.security, blob_);
+  if (ec == errc::peer_gone) {
+    if (overrun(c)) return step::lapped;
+    // Unlinked by the publisher before we got to it (we attached in between, or
+    // it closed without draining): a loss, which shows as a sequence gap.
+    if (ref.blob_id < hdr_->blobs_released.load(std::memory_order_acquire) || hdr_->closed.load() != 0) {
+      commit(c, next);
+      return step::retry;
+    }
+    return fail(malformed(), "a record refers to side segment " + req.name + ", which does not exist");
+  }
+  if (ec) return overrun(c) ? step::lapped : fail(ec, "side segment " + req.name + ": " + ec.message());
+  layout::blob_header bh;
+  std::memcpy(&bh, blob_.data(), sizeof bh);
+  if (bh.magic != layout::blob_magic || bh.size != ref.size || bh.blob_id != ref.blob_id) {
+    blob_.reset();
+    return overrun(c) ? step::lapped : fail(malformed(), "side segment " + req.name + " does not match its record");
+  }
+  if (!commit(c, next)) {
+    blob_.reset();
+    return step::retry;
+  }
+  mark_started();
+  return decode(std::string_view(blob_.data() + sizeof bh, ref.size), out);
+}
+
+ring_reader::step ring_reader::decode(std::string_view bytes, frame_view& out) {
+  std::uint32_t length = 0;
+  std::size_t prefix = 0;
+  if (read_length_prefix(bytes, length, prefix) != prefix_status::complete)
+    return fail(malformed(), "bad length prefix");
+  if (length > options_.max_frame)
+    return fail(make_error_code(errc::message_too_large),
+                "frame of " + std::to_string(length) + " bytes exceeds the limit of " + std::to_string(options_.max_frame));
+  if (prefix + length != bytes.size()) return fail(malformed(), "record length does not match its frame");
+  if (decode_frame(bytes.substr(prefix), out)) return fail(malformed(), "undecodable frame");
+  return step::delivered;
+}
+
+// Whether the publisher has started to overwrite the bytes at `c`: the seqlock
+// check, made after copying. The fence keeps the copy before the load.
+bool ring_reader::overrun(std::uint64_t c) const {
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const std::uint64_t ti = hdr_->tail_intent.load(std::memory_order_relaxed);
+  return ti > c && ti - c > capacity_;
+}
+
+// Lapped: either the publisher already moved our cursor (it does, under
+// drop_oldest, and counted the loss), or we were not visible to it yet: then
+// jump to the oldest intact record. The gap shows up as a sequence gap.
+bool ring_reader::recover(std::uint64_t c) {
+  if (slot_->cursor.load(std::memory_order_acquire) != c) return true;
+  const std::uint64_t ti = hdr_->tail_intent.load(std::memory_order_acquire);
+  const std::uint64_t h = hdr_->head.load(std::memory_order_acquire);
+  if (h <= c || h > ti || ti - h > capacity_ || h % layout::record_align != 0) return false;
+  std::uint64_t expected = c;
+  slot_->cursor.compare_exchange_strong(expected, h);
+  return true;
+}
+
+// Moves the cursor past a record we hold a copy of. Fails when the publisher
+// moved it first (it then counted the record as dropped: we must not deliver).
+bool ring_reader::commit(std::uint64_t c, std::uint64_t next) {
+  std::uint64_t expected = c;
+  const bool ok = slot_->cursor.compare_exchange_strong(expected, next);
+  if (hdr_->publisher_waiting.load() != 0) {  // seq_cst after the CAS: pairs with the publisher's re-check
+    hdr_->space_futex.fetch_add(1);
+    layout::futex_wake_all(hdr_->space_futex);
+  }
+  return ok;
+}
+
+// Until this is set, a drop_oldest publisher does not lap us (for a while):
+// the first frame we deliver is the bus's baseline for counting gaps, so it
+// must be the first one sent after we attached.
+void ring_reader::mark_started() {
+  if (started_) return;
+  started_ = true;
+  slot_->started.store(1, std::memory_order_release);
+}
+
+bool ring_reader::data_available() const {
+  if (!slot_) return false;
+  if (slot_->state.load(std::memory_order_acquire) != my_state_) return true;
+  return hdr_->tail.load() > slot_->cursor.load();
+}
+
+bool ring_reader::publisher_gone() {
+  if (hdr_->closed.load(std::memory_order_acquire) != 0) return true;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_owner_check_ < owner_check_interval) return false;
+  last_owner_check_ = now;
+  return layout::process_gone(owner_);
+}
+
+void ring_reader::wait_for_data(std::chrono::milliseconds timeout) {
+  if (!slot_) return;
+  const std::uint32_t seen = hdr_->data_futex.load();
+  slot_->waiting.store(1);  // seq_cst, then the tail load: pairs with the publisher's tail store and scan
+  if (!data_available() && hdr_->closed.load() == 0) layout::futex_wait(hdr_->data_futex, seen, timeout);
+  slot_->waiting.store(0);
+}
+
+void ring_reader::wake_sleepers() {
+  if (!hdr_) return;
+  // Other subscribers of this ring wake too and go back to sleep: harmless.
+  hdr_->data_futex.fetch_add(1);
+  layout::futex_wake_all(hdr_->data_futex);
+}
+
+void ring_reader::detach() {
+  if (!slot_) return;
+  slot_->waiting.store(0);
+  std::uint64_t expected = my_state_;
+  slot_->state.compare_exchange_strong(expected, layout::freed_state(my_state_));
+  slot_ = nullptr;
+}
+
+}  // namespace ipcbus::transport::shm

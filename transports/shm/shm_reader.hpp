@@ -1,0 +1,99 @@
+// The subscriber side of one shm:// ring, without any threading: attaches to
+// the segment (claims a slot), reads records at its cursor, validates them and
+// decodes frames. shm_link drives it from the io thread and a waker thread.
+//
+// Nothing read from the segment is trusted: the fixed header is validated and
+// copied once at attach (capacity and offsets are then used from our copy),
+// and every position and length read later is checked against the mapping
+// before a byte is touched. A corrupt segment yields an error, never an
+// out-of-bounds read.
+//
+// Thread-safety: next() and detach() on one thread (the io thread);
+// data_available(), publisher_gone() and wait_for_data() may run concurrently
+// on one other thread (the waker) until detach().
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <system_error>
+
+#include "ipcbus/transport.hpp"
+#include "shm_layout.hpp"
+#include "shm_segment.hpp"
+
+namespace ipcbus::transport::shm {
+
+struct read_result {
+  enum kind { frame, empty, again, failed };
+  kind what = empty;
+  std::error_code ec;  // when failed
+  std::string why;     // when failed
+  static read_result of(kind k) {
+    read_result r;
+    r.what = k;
+    return r;
+  }
+};
+
+class ring_reader {
+ public:
+  ring_reader() = default;
+  ~ring_reader() { detach(); }
+  ring_reader(const ring_reader&) = delete;
+  ring_reader& operator=(const ring_reader&) = delete;
+
+  // Opens the ring `name`, validates its header and claims a slot, starting at
+  // the history window. Errors: peer_gone (no such segment), access_denied
+  // (owned by a uid we do not accept), malformed_frame (not a valid ring; `why`
+  // says what is wrong), would_block (every slot taken).
+  std::error_code attach(const std::string& name, const link_options& options, std::string& why);
+
+  // The next frame; its views stay valid until the next call. `empty`: nothing
+  // to read now; `again`: the publisher lapped us repeatedly, call again later;
+  // `failed`: the link is over (malformed_frame, message_too_large, peer_gone).
+  read_result next(frame_view& out);
+
+  // Whether next() has something to do (data, or an eviction to report).
+  bool data_available() const;
+  // The publisher closed its ring or its process no longer exists.
+  bool publisher_gone();
+  // Sleeps on the ring's data futex until a record is published (or `timeout`).
+  void wait_for_data(std::chrono::milliseconds timeout);
+  // Makes every thread sleeping in wait_for_data on this ring re-check at once.
+  void wake_sleepers();
+  // Releases the slot; the mapping stays until destruction. Idempotent.
+  void detach();
+
+ private:
+  enum class step { delivered, retry, lapped, failed };
+  std::error_code validate_header(std::string& why) const;
+  std::error_code claim_slot();
+  void raise_slots_used(std::uint32_t n);
+  step read_record(std::uint64_t c, std::uint64_t t, frame_view& out);
+  step read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref, frame_view& out);
+  step decode(std::string_view bytes, frame_view& out);
+  bool overrun(std::uint64_t c) const;
+  bool recover(std::uint64_t c);
+  bool commit(std::uint64_t c, std::uint64_t next);
+  void mark_started();
+  step fail(std::error_code ec, std::string why);
+
+  mapped_segment ring_;
+  mapped_segment blob_;  // the side segment of the frame last returned
+  std::string name_;
+  std::string buffer_;   // the copy of the frame last returned
+  link_options options_;
+  layout::ring_header* hdr_ = nullptr;
+  const char* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint32_t owner_ = 0;
+  layout::slot* slot_ = nullptr;
+  std::uint64_t my_state_ = 0;
+  bool started_ = false;
+  read_result failure_;
+  std::chrono::steady_clock::time_point last_owner_check_{};
+};
+
+}  // namespace ipcbus::transport::shm

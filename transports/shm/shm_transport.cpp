@@ -1,0 +1,129 @@
+// shm:// — the backend: the publisher endpoint around ring_publisher, the
+// connector around ring_reader/shm_link, and registration.
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/log.hpp"
+#include "ipcbus/transports/shm.hpp"
+#include "shm_link.hpp"
+#include "shm_publisher.hpp"
+
+namespace ipcbus::transport::shm {
+namespace {
+
+namespace asio = boost::asio;
+
+// Housekeeping period: dead subscribers are evicted and side segments released
+// at least this often, even when nothing is published.
+constexpr auto maintain_interval = std::chrono::milliseconds(100);
+
+class shm_endpoint final : public publisher_endpoint {
+ public:
+  shm_endpoint(asio::io_context& io, const endpoint_options& options)
+      : state_(std::make_shared<ring_publisher>(options)), timer_(std::make_shared<asio::steady_timer>(io)) {}
+  ~shm_endpoint() override { close(); }
+
+  std::error_code open() {
+    if (auto ec = state_->open()) return ec;
+    schedule(state_, timer_);
+    return {};
+  }
+
+  std::string uri() const override { return "shm://" + state_->name(); }
+  std::error_code send(const frame_ptr& frame) override { return state_->send(frame); }
+  std::size_t subscriber_count() const override { return state_->subscriber_count(); }
+  bool flush(std::chrono::milliseconds timeout) override { return state_->flush(timeout); }
+  endpoint_counters counters() const override { return state_->counters(); }
+
+  void close() override {
+    state_->close();
+    // Timers belong to the io thread; close() may be called from any thread.
+    asio::post(timer_->get_executor(), [t = timer_] { t->cancel(); });
+  }
+
+ private:
+  static void schedule(std::weak_ptr<ring_publisher> weak, std::shared_ptr<asio::steady_timer> timer) {
+    timer->expires_after(maintain_interval);
+    timer->async_wait([weak, timer](const boost::system::error_code& ec) {
+      if (ec) return;
+      auto state = weak.lock();
+      if (!state) return;
+      state->maintain();
+      schedule(state, timer);
+    });
+  }
+
+  std::shared_ptr<ring_publisher> state_;
+  std::shared_ptr<asio::steady_timer> timer_;
+};
+
+// A link to a ring that failed validation at attach: reports that once, on the
+// io thread, as links that fail later do, so the bus counts it and stops
+// retrying this publisher.
+class failed_link final : public subscriber_link {
+ public:
+  failed_link(asio::io_context& io, link_callbacks callbacks, std::error_code ec, std::string why)
+      : live_(std::make_shared<bool>(true)) {
+    asio::post(io, [live = live_, cb = std::move(callbacks), ec, why = std::move(why)] {
+      if (*live && cb.on_closed) cb.on_closed(ec, why);
+    });
+  }
+  ~failed_link() override { *live_ = false; }
+  void pause() override {}
+  void resume() override {}
+  void close() override { *live_ = false; }
+
+ private:
+  std::shared_ptr<bool> live_;
+};
+
+class shm_transport final : public transport_backend {
+ public:
+  std::string_view scheme() const override { return "shm"; }
+
+  std::unique_ptr<publisher_endpoint> listen(asio::io_context& io, const endpoint_options& options,
+                                             std::error_code& ec) override {
+    // Segments of publishers that died since the last look: cheaper to drop now
+    // than to let /dev/shm fill up.
+    reclaim_shm_segments(options.domain_dir);
+    auto ep = std::make_unique<shm_endpoint>(io, options);
+    ec = ep->open();
+    if (ec) {
+      log_line(log_level::error, "topic '" + options.topic + "': cannot create its shared memory ring: " + ec.message());
+      return nullptr;
+    }
+    return ep;
+  }
+
+  std::unique_ptr<subscriber_link> connect(asio::io_context& io, const std::string& uri, const link_options& options,
+                                           link_callbacks callbacks, std::error_code& ec) override {
+    constexpr std::string_view scheme = "shm://";
+    const std::string name = uri.starts_with(scheme) ? uri.substr(scheme.size()) : std::string{};
+    if (!valid_ring_name(name)) {
+      ec = make_error_code(errc::invalid_argument);
+      return nullptr;
+    }
+    auto reader = std::make_unique<ring_reader>();
+    std::string why;
+    ec = reader->attach(name, options, why);
+    if (ec == errc::malformed_frame) {
+      ec.clear();
+      return std::make_unique<failed_link>(io, std::move(callbacks), make_error_code(errc::malformed_frame), why);
+    }
+    if (ec) {
+      if (ec == errc::would_block) log_line(log_level::warn, why);
+      return nullptr;
+    }
+    auto state = std::make_shared<shm_link_state>(io, std::move(reader), std::move(callbacks), ec);
+    if (ec) return nullptr;
+    state->start();
+    return std::make_unique<shm_link>(std::move(state));
+  }
+};
+
+}  // namespace
+
+void register_shm(transport_registry& registry) { registry.add(std::make_unique<shm_transport>()); }
+
+}  // namespace ipcbus::transport::shm

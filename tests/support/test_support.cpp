@@ -76,17 +76,23 @@ child_process::child_process(const std::string& program, const std::vector<std::
   char tmpl[] = "/tmp/ipcbus-child-XXXXXX";
   const int out_fd = ::mkstemp(tmpl);
   output_file_ = tmpl;
+  // Everything the child needs is built before fork: the parent has threads (a Bus
+  // io thread), so the child may only make async-signal-safe calls until exec.
   std::vector<std::string> argv_s{program};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s(env.begin(), env.end());  // first: getenv takes the first match
+  for (char** e = environ; *e; ++e) env_s.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     ::dup2(out_fd, STDOUT_FILENO);
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(program.c_str(), argv.data());
+    ::execve(program.c_str(), argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(out_fd);

@@ -57,7 +57,6 @@ class publisher_core {
 
   std::mutex publish_mutex_;
   std::uint64_t next_sequence_ = 1;
-  std::uint64_t last_dropped_ = 0;
   mutable std::mutex history_mutex_;  // leaf lock: taken inside the endpoint's lock
   std::deque<frame_ptr> history_;
   bool closed_ = false;

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include "ipcbus/detail/cpu_relax.hpp"
 #include "ipcbus/detail/publisher_core.hpp"
 #include "ipcbus/detail/subscriber_core.hpp"
 #include "ipcbus/log.hpp"
@@ -28,6 +29,53 @@ namespace asio = boost::asio;
 // ---- bus_state ----------------------------------------------------------------
 
 namespace detail {
+
+void bus_state::run_io() {
+  auto guard = asio::make_work_guard(*io);
+  while (!io->stopped()) {
+    if (!pollers.empty()) {
+      spin_until_idle();
+      if (io->stopped()) break;
+      for (auto& p : pollers) p->prepare_sleep();  // from now on, data wakes us through the link's eventfd
+    }
+    io->run_one();
+  }
+}
+
+void bus_state::spin_until_idle() {
+  using clock = std::chrono::steady_clock;
+  // Asio's poll() costs a system call (epoll_wait with no timeout): do it only
+  // every so many idle rounds, so spinning on the rings stays cheap and other
+  // handlers (timers, discovery) still run within microseconds.
+  constexpr unsigned rounds_per_io_poll = 64;
+  clock::time_point idle_since{};
+  for (unsigned round = 1;; ++round) {
+    bool worked = false;
+    // By index: a delivered frame's handler may subscribe and so append to
+    // pollers; only this loop removes from it, so every element stays alive.
+    for (std::size_t i = 0; i < pollers.size(); ++i) worked = pollers[i]->poll() || worked;
+    std::erase_if(pollers, [](const auto& p) { return p->finished(); });
+    if (pollers.empty()) return;
+    if (round % rounds_per_io_poll == 0) {
+      if (io->poll() > 0) worked = true;
+      if (io->stopped()) return;
+    }
+    if (worked) {
+      idle_since = {};
+      continue;
+    }
+    bool forever = false;
+    std::chrono::microseconds budget{0};
+    for (const auto& p : pollers) {
+      forever = forever || p->busy_poll();
+      budget = std::max(budget, p->spin());
+    }
+    const auto now = clock::now();
+    if (idle_since == clock::time_point{}) idle_since = now;
+    else if (!forever && now - idle_since >= budget) return;
+    cpu_relax();
+  }
+}
 
 void bus_state::add_subscriber(const std::shared_ptr<subscriber_core>& s) {
   {
@@ -182,10 +230,7 @@ void Bus::start(asio::io_context* external, bus_options options) {
   // Asio's signal_set turns SIGINT/SIGTERM into a handler on the io thread, whichever
   // thread the kernel picked to deliver them; no user thread ever runs signal code.
   if (options.handle_signals) shutdown_signal_->catch_signals(*state_->io);
-  thread_ = std::thread([io = state_->io] {
-    auto guard = asio::make_work_guard(*io);
-    io->run();
-  });
+  thread_ = std::thread([state = state_.get()] { state->run_io(); });
 }
 
 Bus::~Bus() { shutdown(); }

@@ -40,6 +40,7 @@ constexpr std::uint64_t max_depth = 1u << 20;
 constexpr std::uint64_t max_history = 1u << 16;
 constexpr std::uint64_t max_message_limit = 4ull << 30;
 constexpr std::uint64_t max_publish_timeout_ms = 3'600'000;
+constexpr std::uint64_t max_spin_us = 1'000'000;
 constexpr std::uint64_t max_id = 4'294'967'294u;  // (uid_t)-1 means "no id" to the kernel
 
 constexpr std::array<std::string_view, 5> transports = {"unix", "tcp", "shm", "pipe", "mq"};
@@ -119,6 +120,7 @@ class config_parser {
   std::uint64_t integer(const YAML::Node& value, const location& at, std::uint64_t min,
                         std::uint64_t max) const;
   std::uint64_t size(const YAML::Node& value, const location& at) const;
+  bool boolean(const YAML::Node& value, const location& at) const;
   std::string uri(const YAML::Node& value, const location& at) const;
   std::string pattern(const YAML::Node& value, const location& at) const;
   template <class F>
@@ -201,6 +203,16 @@ std::uint64_t config_parser::integer(const YAML::Node& value, const location& at
   return result;
 }
 
+// Only YAML's plain spellings: "yes"/"on" are what YAML 1.1 silently took for
+// booleans, and a typo must not turn into one.
+bool config_parser::boolean(const YAML::Node& value, const location& at) const {
+  constexpr std::string_view what = "true or false";
+  const std::string text = scalar(value, at, what);
+  if (text == "true") return true;
+  if (text == "false") return false;
+  expected(at, what, value);
+}
+
 std::uint64_t config_parser::size(const YAML::Node& value, const location& at) const {
   constexpr std::string_view what = "a size from 1 byte to 4GiB such as 4096, 512KiB or 64MiB";
   const auto bytes = parse_size(scalar(value, at, what));
@@ -261,6 +273,10 @@ void config_parser::apply_setting(const std::string& key, const YAML::Node& valu
   } else if (key == "publish_timeout_ms") {
     settings.publish_timeout =
         std::chrono::milliseconds(integer(value, at, 0, max_publish_timeout_ms));
+  } else if (key == "spin_us") {
+    settings.spin = std::chrono::microseconds(integer(value, at, 0, max_spin_us));
+  } else if (key == "busy_poll") {
+    settings.busy_poll = boolean(value, at);
   }
 }
 
@@ -268,7 +284,8 @@ topic_settings config_parser::settings(const YAML::Node& map, const location& at
                                        const topic_settings& base) const {
   topic_settings result = base;
   for_each_key(map, at,
-               {"transport", "qos", "depth", "history", "max_message", "publish_timeout_ms"},
+               {"transport", "qos", "depth", "history", "max_message", "publish_timeout_ms", "spin_us",
+                "busy_poll"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  apply_setting(key, value, value_at, result);
                });
@@ -286,7 +303,7 @@ topic_rule config_parser::rule(const YAML::Node& map, const location& at,
   bool has_match = false;
   for_each_key(map, at,
                {"match", "transport", "qos", "depth", "history", "max_message",
-                "publish_timeout_ms"},
+                "publish_timeout_ms", "spin_us", "busy_poll"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  if (key == "match") {
                    result.match = pattern(value, value_at);

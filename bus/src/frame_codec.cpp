@@ -93,13 +93,13 @@ std::size_t frame_size(const frame_header& h, std::size_t payload_size) {
   return header_size(h, payload_size) + payload_size;
 }
 
-bool encode_delimited_frame(const frame_header& h, std::size_t payload_size,
-                            const payload_writer& write_payload, std::string& out) {
+std::size_t delimited_frame_size(const frame_header& h, std::size_t payload_size) {
   const std::size_t body = frame_size(h, payload_size);
-  const std::size_t start = out.size();
-  out.resize(start + varint_size(body) + body);
-  char* p = out.data() + start;
-  p = put_varint(p, body);
+  return varint_size(body) + body;
+}
+
+char* encode_delimited_frame_header(char* p, const frame_header& h, std::size_t payload_size) {
+  p = put_varint(p, frame_size(h, payload_size));
   if (h.sequence) { p = put_varint(p, tag(f_sequence, wt_varint)); p = put_varint(p, h.sequence); }
   if (h.publisher_id) { p = put_varint(p, tag(f_publisher_id, wt_fixed64)); p = put_fixed64(p, h.publisher_id); }
   if (h.publish_time_ns) {
@@ -117,10 +117,23 @@ bool encode_delimited_frame(const frame_header& h, std::size_t payload_size,
   if (payload_size) {
     p = put_varint(p, tag(f_payload, wt_len));
     p = put_varint(p, payload_size);
-    if (!write_payload(p, payload_size)) {
-      out.resize(start);
-      return false;
-    }
+  }
+  return p;
+}
+
+bool encode_delimited_frame_to(char* out, const frame_header& h, std::size_t payload_size,
+                               const payload_writer& write_payload) {
+  char* payload = encode_delimited_frame_header(out, h, payload_size);
+  return payload_size == 0 || write_payload(payload, payload_size);
+}
+
+bool encode_delimited_frame(const frame_header& h, std::size_t payload_size,
+                            const payload_writer& write_payload, std::string& out) {
+  const std::size_t start = out.size();
+  out.resize(start + delimited_frame_size(h, payload_size));
+  if (!encode_delimited_frame_to(out.data() + start, h, payload_size, write_payload)) {
+    out.resize(start);
+    return false;
   }
   return true;
 }

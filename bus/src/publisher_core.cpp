@@ -114,41 +114,133 @@ std::vector<frame_ptr> publisher_core::history_snapshot() const {
 
 std::error_code publisher_core::publish(std::size_t payload_size, const payload_writer& write) {
   if (payload_size > settings_.max_message) return make_error_code(errc::message_too_large);
-  std::lock_guard lock(publish_mutex_);
-  if (closed_) return make_error_code(errc::closed);
-  frame_header h;
-  h.sequence = next_sequence_;
-  h.publisher_id = id_;
-  h.publish_time_ns = now_ns();
-  h.origin_host = bus_->host_id;
-  h.payload_type = type_name_;
-  auto frame = std::make_shared<encoded_frame>();
-  frame->sequence = h.sequence;
-  if (!encode_delimited_frame(h, payload_size, write, frame->bytes))
+  std::unique_lock lock(publish_mutex_);
+  if (auto ec = wait_for_loan(lock)) return ec;
+  char* payload = nullptr;
+  if (auto ec = start_frame(payload_size, payload)) return ec;
+  if (payload && payload_size > 0 && !write(payload, payload_size)) {
+    cancel_frame();
     return make_error_code(errc::invalid_argument);
-  if (settings_.history > 0) {  // before send: a subscriber attaching meanwhile sees it once
-    std::lock_guard hl(history_mutex_);
-    history_.push_back(frame);
-    if (history_.size() > settings_.history) history_.pop_front();
   }
-  const std::error_code ec = endpoint_->send(frame);
+  return finish_frame();
+}
+
+std::error_code publisher_core::begin_loan(std::size_t size, char*& payload) {
+  payload = nullptr;
+  if (size > settings_.max_message) return make_error_code(errc::message_too_large);
+  std::unique_lock lock(publish_mutex_);
+  if (auto ec = wait_for_loan(lock)) return ec;
+  if (auto ec = start_frame(size, payload)) return ec;
+  if (!payload) {  // dropped (counted): the caller still needs somewhere to write
+    dropped_loan_.resize(size);
+    payload = dropped_loan_.data();
+  }
+  loan_out_ = true;
+  return {};
+}
+
+std::error_code publisher_core::finish_loan() {
+  std::unique_lock lock(publish_mutex_);
+  if (!loan_out_) return make_error_code(errc::invalid_argument);
+  loan_out_ = false;
+  loan_cv_.notify_one();
+  if (frame_.start) {
+    // The time of publishing, not of loaning; it always encodes to the same
+    // size in practice, and if it ever did not, the loan's time stays.
+    frame_header h = frame_.header;
+    h.publish_time_ns = now_ns();
+    if (delimited_frame_size(h, frame_.payload_size) == delimited_frame_size(frame_.header, frame_.payload_size)) {
+      encode_delimited_frame_header(frame_.start, h, frame_.payload_size);
+      frame_.header = h;
+    }
+  }
+  return finish_frame();
+}
+
+void publisher_core::cancel_loan() {
+  std::unique_lock lock(publish_mutex_);
+  if (!loan_out_) return;
+  loan_out_ = false;
+  loan_cv_.notify_one();
+  cancel_frame();
+}
+
+std::error_code publisher_core::wait_for_loan(std::unique_lock<std::mutex>& lock) {
+  if (closed_) return make_error_code(errc::closed);
+  if (!loan_out_) return {};
+  if (!loan_cv_.wait_for(lock, settings_.publish_timeout, [&] { return !loan_out_ || closed_; }))
+    return make_error_code(errc::timed_out);
+  return closed_ ? make_error_code(errc::closed) : std::error_code{};
+}
+
+// Reserves the frame's bytes (in the endpoint's memory, or a buffer of our
+// own), writes every field but the payload and returns where the payload goes:
+// null when a drop policy discarded the frame at once.
+std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload) {
+  frame_ = open_frame{};
+  frame_.header.sequence = next_sequence_;
+  frame_.header.publisher_id = id_;
+  frame_.header.publish_time_ns = now_ns();
+  frame_.header.origin_host = bus_->host_id;
+  frame_.header.payload_type = type_name_;
+  frame_.payload_size = payload_size;
+  const std::size_t size = delimited_frame_size(frame_.header, payload_size);
+  if (endpoint_->writes_in_place()) {
+    if (auto ec = endpoint_->reserve(size, next_sequence_, frame_.slot)) {
+      mirror_counters();
+      return ec;
+    }
+    frame_.start = frame_.slot.data;
+  } else {
+    frame_.buffer = std::make_shared<encoded_frame>();
+    frame_.buffer->sequence = next_sequence_;
+    frame_.buffer->bytes.resize(size);
+    frame_.start = frame_.buffer->bytes.data();
+  }
+  payload = frame_.start ? encode_delimited_frame_header(frame_.start, frame_.header, payload_size) : nullptr;
+  return {};
+}
+
+std::error_code publisher_core::finish_frame() {
+  std::error_code ec;
+  if (frame_.buffer) {
+    const frame_ptr frame = std::move(frame_.buffer);
+    if (settings_.history > 0) {  // before send: a subscriber attaching meanwhile sees it once
+      std::lock_guard hl(history_mutex_);
+      history_.push_back(frame);
+      if (history_.size() > settings_.history) history_.pop_front();
+    }
+    ec = endpoint_->send(frame);
+    if (ec && settings_.history > 0) {  // nobody got it: late joiners must not either
+      std::lock_guard hl(history_mutex_);
+      if (!history_.empty() && history_.back() == frame) history_.pop_back();
+    }
+  } else if (frame_.start) {
+    ec = endpoint_->commit(frame_.slot);
+  }  // else dropped by the endpoint's QoS, and counted there: the sequence is spent
+  const std::size_t payload_size = frame_.payload_size;
+  frame_ = open_frame{};
+  mirror_counters();
+  if (ec) return ec;
+  ++next_sequence_;
+  auto& c = stats_->counters();
+  c.messages.fetch_add(1, std::memory_order_relaxed);
+  c.bytes.fetch_add(payload_size, std::memory_order_relaxed);
+  return {};
+}
+
+void publisher_core::cancel_frame() {
+  if (frame_.slot.data) endpoint_->cancel(frame_.slot);
+  frame_ = open_frame{};
+}
+
+void publisher_core::mirror_counters() {
   auto& c = stats_->counters();
   const auto counters = endpoint_->counters();
   c.dropped.store(counters.dropped, std::memory_order_relaxed);
   c.timeouts.store(counters.timeouts, std::memory_order_relaxed);
   c.peers_refused.store(counters.peers_refused, std::memory_order_relaxed);
   c.peers.store(endpoint_->subscriber_count(), std::memory_order_relaxed);
-  if (ec) {
-    if (settings_.history > 0) {  // nobody got it: late joiners must not either
-      std::lock_guard hl(history_mutex_);
-      if (!history_.empty() && history_.back() == frame) history_.pop_back();
-    }
-    return ec;
-  }
-  ++next_sequence_;
-  c.messages.fetch_add(1, std::memory_order_relaxed);
-  c.bytes.fetch_add(payload_size, std::memory_order_relaxed);
-  return {};
 }
 
 std::size_t publisher_core::subscriber_count() const {
@@ -174,6 +266,7 @@ void publisher_core::close(std::chrono::milliseconds drain) {
   std::lock_guard lock(publish_mutex_);
   if (closed_) return;
   closed_ = true;
+  loan_cv_.notify_all();  // waiting publishes fail with `closed`; an outstanding loan's publish does too
   if (endpoint_) {
     if (drain.count() > 0 && !endpoint_->flush(drain))
       log_line(log_level::warn, "topic '" + topic_ + "': closing with undelivered messages after drain");

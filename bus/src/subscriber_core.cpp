@@ -85,6 +85,9 @@ void subscriber_core::connect_to(const participant_record& pub) {
   opts.max_frame = std::min<std::uint64_t>(info.max_message(), settings_.max_message) + max_frame_overhead +
                    info.type_name().size();
   opts.security = bus_->cfg.security;
+  opts.spin = settings_.spin;
+  opts.busy_poll = settings_.busy_poll;
+  opts.polled_by_bus = bus_->owned_io != nullptr;  // only the bus's own io thread runs the polling loop
   std::weak_ptr<subscriber_core> weak = shared_from_this();
   const std::uint64_t pid = info.id();
   link_callbacks cbs;
@@ -102,6 +105,7 @@ void subscriber_core::connect_to(const participant_record& pub) {
     if (ec == errc::access_denied) refused_.insert(pid);
     return;
   }
+  if (auto poller = link->poller()) bus_->pollers.push_back(std::move(poller));
   link_entry entry;
   entry.link = std::move(link);
   entry.transport = info.transport();

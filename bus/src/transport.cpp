@@ -1,6 +1,16 @@
 #include "ipcbus/transport.hpp"
 
+#include "ipcbus/error.hpp"
+
 namespace ipcbus {
+
+std::error_code publisher_endpoint::reserve(std::size_t, std::uint64_t, frame_slot&) {
+  return make_error_code(errc::invalid_argument);
+}
+
+std::error_code publisher_endpoint::commit(frame_slot&) { return make_error_code(errc::invalid_argument); }
+
+void publisher_endpoint::cancel(frame_slot&) {}
 
 void transport_registry::add(std::unique_ptr<transport_backend> t) {
   std::string key(t->scheme());

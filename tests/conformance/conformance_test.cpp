@@ -6,8 +6,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include "test_support.hpp"
 
@@ -284,4 +288,152 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(raw_bytes_travel_unchanged, T, transports) {
   BOOST_REQUIRE(ipcbus::test::eventually([&] { std::lock_guard l(m); return got.size() == 2; }));
   BOOST_TEST(got[0] == std::string("\0\x01binary", 8));
   BOOST_TEST(got[1].empty());
+}
+
+namespace {
+
+// A payload whose every byte depends on its size and position.
+void fill_pattern(char* data, std::size_t size) {
+  for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 131 + size) & 0xff);
+}
+
+bool has_pattern(std::string_view bytes) {
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    if (bytes[i] != static_cast<char>((i * 131 + bytes.size()) & 0xff)) return false;
+  return true;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(loaned_raw_messages_arrive_intact, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto sub = bus.subscribe<ipcbus::Bytes>("raw/loans");
+  auto pub = bus.advertise<ipcbus::Bytes>("raw/loans");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  const std::vector<std::size_t> sizes = {1, 64, 4096, 65536, 1u << 20, 3u << 20};
+  for (const std::size_t size : sizes) {
+    ipcbus::Loan loan = pub.loan(size);
+    BOOST_REQUIRE(loan);
+    BOOST_TEST(loan.size() == size);
+    fill_pattern(loan.data(), size);
+    loan.publish();
+    BOOST_TEST(!loan);  // spent
+  }
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.size() == sizes[i]);
+    BOOST_TEST(has_pattern(r->message.bytes()));
+    BOOST_TEST(r->info.sequence == i + 1);
+    BOOST_TEST(r->info.lost_before == 0u);
+  }
+  BOOST_TEST(pub.counters().dropped == 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_loan_given_back_publishes_nothing_and_spends_no_sequence, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto sub = bus.subscribe<ipcbus::Bytes>("raw/cancel");
+  auto pub = bus.advertise<ipcbus::Bytes>("raw/cancel");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  {
+    ipcbus::Loan small = pub.loan(100);
+    fill_pattern(small.data(), 100);
+  }  // destroyed unpublished
+  ipcbus::Loan big = pub.loan(2u << 20);  // a side segment on shm
+  fill_pattern(big.data(), big.size());
+  big.cancel();
+  pub.publish(ipcbus::Bytes("after"));
+  auto r = sub.receive(5s);
+  BOOST_REQUIRE(r.has_value());
+  BOOST_TEST(r->message.to_string() == "after");
+  BOOST_TEST(r->info.sequence == 1u);
+  BOOST_TEST(r->info.lost_before == 0u);
+  BOOST_TEST(!sub.receive(200ms).has_value());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_publish_waits_for_the_outstanding_loan, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>()));
+  auto sub = bus.subscribe<ipcbus::Bytes>("raw/order");
+  auto pub = bus.advertise<ipcbus::Bytes>("raw/order");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  ipcbus::Loan loan = pub.loan(5);
+  std::memcpy(loan.data(), "first", 5);
+  std::atomic<bool> other_done{false};
+  std::thread other([&] {
+    pub.publish(ipcbus::Bytes("second"));
+    other_done = true;
+  });
+  std::this_thread::sleep_for(100ms);
+  BOOST_TEST(!other_done.load());  // held back by the loan
+  loan.publish();
+  other.join();
+  for (const char* expected : {"first", "second"}) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.to_string() == expected);
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_publish_on_the_loaning_thread_times_out_instead_of_hanging, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("publish_timeout_ms: 100")));
+  auto pub = bus.advertise<ipcbus::Bytes>("raw/self");
+  ipcbus::Loan loan = pub.loan(10);
+  std::error_code ec;
+  pub.publish(ipcbus::Bytes("blocked"), ec);
+  BOOST_TEST((ec == ipcbus::errc::timed_out), ec.message());
+  ipcbus::Loan second = pub.loan(10, ec);
+  BOOST_TEST((ec == ipcbus::errc::timed_out), ec.message());
+  BOOST_TEST(!second);
+  loan.publish(ec);
+  BOOST_TEST(!ec, ec.message());
+  BOOST_CHECK_THROW(pub.loan(65ull << 20), std::system_error);  // over max_message
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(spinning_and_busy_polling_subscribers_get_everything, T, transports) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml<T>("", "  - { match: \"spin/#\", spin_us: 200 }\n"
+                                        "  - { match: \"busy/#\", busy_poll: true }\n")));
+  collector spin, busy;
+  auto s1 = bus.subscribe<Sample>("spin/x", std::ref(spin));
+  auto s2 = bus.subscribe<Sample>("busy/x", std::ref(busy));
+  auto p1 = bus.advertise<Sample>("spin/x");
+  auto p2 = bus.advertise<Sample>("busy/x");
+  BOOST_REQUIRE(p1.wait_for_subscribers(1, 5s));
+  BOOST_REQUIRE(p2.wait_for_subscribers(1, 5s));
+  for (int i = 1; i <= 1000; ++i) {
+    p1.publish(ipcbus::test::make_sample(i, 32));
+    p2.publish(ipcbus::test::make_sample(i, 32));
+    if (i % 100 == 0) std::this_thread::sleep_for(1ms);  // let the spin budget run out now and then
+  }
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return spin.size() == 1000 && busy.size() == 1000; }));
+  for (int i = 0; i < 1000; ++i) {
+    BOOST_TEST(spin.got[i].second.sequence == static_cast<std::uint64_t>(i + 1));
+    BOOST_TEST(busy.got[i].second.sequence == static_cast<std::uint64_t>(i + 1));
+  }
+  // A publisher that goes away is still noticed by a busy-polling subscriber.
+  p2.close();
+  BOOST_TEST(ipcbus::test::eventually([&] { return s2.publisher_count() == 0u; }));
+}  // the bus shuts down although one of its subscribers never sleeps
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(spinning_works_on_an_external_io_context_too, T, transports) {
+  scratch_domain d;
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  {
+    ipcbus::Bus bus(io, d.options(yaml<T>("busy_poll: true")));
+    collector c;
+    auto sub = bus.subscribe<Sample>("ext/x", std::ref(c));
+    auto pub = bus.advertise<Sample>("ext/x");
+    BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+    for (int i = 1; i <= 300; ++i) pub.publish(ipcbus::test::make_sample(i, 8));
+    BOOST_TEST(ipcbus::test::eventually([&] { return c.size() == 300; }));
+  }
+  work.reset();
+  io.stop();
+  runner.join();
 }

@@ -11,7 +11,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -233,4 +236,67 @@ BOOST_AUTO_TEST_CASE(messages_far_larger_than_the_ring_arrive_intact) {
   const std::string mine = ring_of(d.domain_dir(), "probe/topic");
   BOOST_REQUIRE(!mine.empty());
   BOOST_TEST(segments_of(mine.substr(0, mine.size() - 16)) == 1u);  // only the probe's own ring
+}
+
+namespace {
+
+// The file behind the mapping that holds `address` in this process ("" if anonymous).
+std::string mapping_of(const void* address) {
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || a < lo || a >= hi) continue;
+    const auto slash = line.find('/');
+    return slash == std::string::npos ? std::string{} : line.substr(slash);
+  }
+  return {};
+}
+
+bool in_shared_memory(const void* address) { return mapping_of(address).starts_with("/dev/shm/ipcbus-"); }
+
+}  // namespace
+
+// Zero copy: a loan is ring (or side segment) memory, and a Bytes callback
+// under reliable QoS gets a view of that same memory, not a copy.
+BOOST_AUTO_TEST_CASE(loans_and_bytes_callbacks_use_the_shared_memory_itself) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm }\n"));
+  std::mutex m;
+  std::vector<std::pair<bool, std::size_t>> seen;  // (view in shared memory, size)
+  auto sub = bus.subscribe<ipcbus::Bytes>("zero/copy", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo&) {
+    std::lock_guard l(m);
+    seen.emplace_back(in_shared_memory(b.data()), b.size());
+  });
+  auto pub = bus.advertise<ipcbus::Bytes>("zero/copy");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  for (const std::size_t size : {std::size_t{64}, std::size_t{8} << 20}) {  // in the ring; in a side segment
+    ipcbus::Loan loan = pub.loan(size);
+    BOOST_TEST(in_shared_memory(loan.data()), mapping_of(loan.data()));
+    std::memset(loan.data(), 'z', size);
+    loan.publish();
+  }
+  pub.publish(ipcbus::Bytes(std::string(100, 'p')));  // serialized straight into the ring
+  BOOST_REQUIRE(eventually([&] {
+    std::lock_guard l(m);
+    return seen.size() == 3;
+  }));
+  for (const auto& [shared, size] : seen) BOOST_TEST(shared, "a view of " << size << " bytes was a copy");
+}
+
+// Under drop_oldest the publisher may overwrite a record while a callback
+// reads it: those frames are copied out and checked first, never viewed in place.
+BOOST_AUTO_TEST_CASE(drop_oldest_callbacks_get_a_checked_copy) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm, qos: drop_oldest }\n"));
+  std::atomic<int> in_ring{0}, copies{0};
+  auto sub = bus.subscribe<ipcbus::Bytes>("lossy/x", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo&) {
+    ++(in_shared_memory(b.data()) ? in_ring : copies);
+  });
+  auto pub = bus.advertise<ipcbus::Bytes>("lossy/x");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  pub.publish(ipcbus::Bytes("one"));
+  BOOST_REQUIRE(eventually([&] { return copies.load() == 1; }));
+  BOOST_TEST(in_ring.load() == 0);
 }

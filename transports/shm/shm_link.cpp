@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 
 #include "ipcbus/error.hpp"
+#include "ipcbus/detail/cpu_relax.hpp"
 
 namespace ipcbus::transport::shm {
 
@@ -21,8 +22,13 @@ constexpr auto waker_sleep = std::chrono::milliseconds(100);
 }  // namespace
 
 shm_link_state::shm_link_state(asio::io_context& io, std::unique_ptr<ring_reader> reader, link_callbacks callbacks,
-                               std::error_code& ec)
-    : reader_(std::move(reader)), callbacks_(std::move(callbacks)), event_(io) {
+                               const link_options& options, std::error_code& ec)
+    : reader_(std::move(reader)),
+      callbacks_(std::move(callbacks)),
+      event_(io),
+      spin_(options.spin),
+      busy_poll_(options.busy_poll),
+      polled_(options.polled_by_bus && (options.busy_poll || options.spin.count() > 0)) {
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) {
     ec = {errno, std::system_category()};
@@ -96,6 +102,7 @@ void shm_link_state::drain() {
     last = r.what;
     if (r.what == read_result::frame) {
       if (callbacks_.on_frame) callbacks_.on_frame(f);
+      reader_->release();  // after the callback: it may have read the ring in place
       continue;
     }
     if (r.what == read_result::failed) {
@@ -122,7 +129,21 @@ void shm_link_state::after_drain(read_result::kind last) {
     else fail(make_error_code(errc::peer_gone), "publisher closed");
     return;
   }
-  arm();
+  if (!polled_) arm();  // polled: the bus arms us when it stops polling (prepare_sleep)
+}
+
+bool shm_link_state::poll() {
+  if (closed_ || paused_ || draining_) return false;
+  if (!reader_->data_available()) {
+    if (!reader_->publisher_gone()) return false;
+    publisher_gone_.store(true);  // drain() delivers what is left, then reports it
+  }
+  drain();
+  return true;
+}
+
+void shm_link_state::prepare_sleep() {
+  if (!closed_ && !paused_) arm();
 }
 
 void shm_link_state::arm() {
@@ -152,9 +173,22 @@ void shm_link_state::waker_loop() {
         (void)::write(event_fd_, &one, sizeof one);
         break;
       }
+      if ((spin_.count() > 0 || busy_poll_) && !polled_ && spin_for_data()) continue;
       reader_->wait_for_data(waker_sleep);
     }
   }
+}
+
+bool shm_link_state::spin_for_data() {
+  const auto until = std::chrono::steady_clock::now() + spin_;
+  for (unsigned n = 1; !stop_.load(std::memory_order_relaxed); ++n) {
+    if (reader_->data_available()) return true;
+    detail::cpu_relax();
+    // Busy polling still checks now and then whether the publisher is gone.
+    if (n % 1024 == 0 && (busy_poll_ ? reader_->publisher_gone() : std::chrono::steady_clock::now() >= until))
+      return busy_poll_;
+  }
+  return false;
 }
 
 void shm_link_state::stop_waker() {

@@ -9,6 +9,12 @@
 // thread found the ring empty, and not while the link is paused: a paused link
 // reads nothing, its cursor stays, and a reliable publisher waits (backpressure).
 //
+// Spinning (link_options::spin / busy_poll): when the bus's own io thread polls
+// the link (polled_by_bus), it calls poll() between handlers and arms the
+// waker only through prepare_sleep() before it blocks, so a busy subscriber
+// never makes its publisher pay a futex wake-up. Without the bus polling, the
+// waker thread spins on the ring for the budget before it sleeps on the futex.
+//
 // Thread-safety: everything but the waker runs on the io thread.
 #pragma once
 
@@ -26,11 +32,11 @@
 
 namespace ipcbus::transport::shm {
 
-class shm_link_state : public std::enable_shared_from_this<shm_link_state> {
+class shm_link_state : public link_poller, public std::enable_shared_from_this<shm_link_state> {
  public:
   // Takes an attached reader. Errors: the system error of eventfd().
   shm_link_state(boost::asio::io_context& io, std::unique_ptr<ring_reader> reader, link_callbacks callbacks,
-                 std::error_code& ec);
+                 const link_options& options, std::error_code& ec);
   ~shm_link_state();
   shm_link_state(const shm_link_state&) = delete;
   shm_link_state& operator=(const shm_link_state&) = delete;
@@ -40,6 +46,15 @@ class shm_link_state : public std::enable_shared_from_this<shm_link_state> {
   void resume();
   // Stops the waker (joins it), releases the slot. Idempotent; no callback.
   void close();
+  // Whether the bus polls this link (it asked to spin and the bus runs its own io thread).
+  bool polled() const { return polled_; }
+
+  // link_poller, io thread.
+  bool poll() override;
+  void prepare_sleep() override;
+  std::chrono::microseconds spin() const override { return spin_; }
+  bool busy_poll() const override { return busy_poll_; }
+  bool finished() const override { return closed_; }
 
  private:
   void wait_event();
@@ -48,6 +63,8 @@ class shm_link_state : public std::enable_shared_from_this<shm_link_state> {
   void after_drain(read_result::kind last);
   void arm();
   void waker_loop();
+  // Polls the ring for the spin budget (for ever under busy_poll, until stopped); true when there is data.
+  bool spin_for_data();
   void stop_waker();
   void fail(std::error_code ec, const std::string& why);
 
@@ -64,6 +81,9 @@ class shm_link_state : public std::enable_shared_from_this<shm_link_state> {
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;
+  const std::chrono::microseconds spin_;
+  const bool busy_poll_;
+  const bool polled_;
 };
 
 class shm_link final : public subscriber_link {
@@ -73,6 +93,7 @@ class shm_link final : public subscriber_link {
   void pause() override { state_->pause(); }
   void resume() override { state_->resume(); }
   void close() override { state_->close(); }
+  std::shared_ptr<link_poller> poller() override { return state_->polled() ? state_ : nullptr; }
 
  private:
   std::shared_ptr<shm_link_state> state_;

@@ -191,12 +191,22 @@ void ring_publisher::make_room(const placement& at) {
 }
 
 std::error_code ring_publisher::send(const frame_ptr& frame) {
+  frame_slot slot;
+  if (auto ec = reserve(frame->bytes.size(), frame->sequence, slot)) return ec;
+  if (slot.dropped) return {};
+  std::memcpy(slot.data, frame->bytes.data(), frame->bytes.size());
+  return commit_reserved();
+}
+
+std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence, frame_slot& out) {
+  out = frame_slot{};
   std::unique_lock lock(mutex_);
   if (closed_) return make_error_code(errc::closed);
+  if (pending_.active) return make_error_code(errc::would_block);  // the bus never does this
   // Frames that would take more than a quarter of the ring go to a side segment,
   // so one big frame never stalls the ring for everything else.
-  const bool side = layout::record_size(frame->bytes.size()) > capacity_ / 4;
-  const placement at = place(side ? sizeof(layout::blob_ref) : frame->bytes.size());
+  const bool side = layout::record_size(size) > capacity_ / 4;
+  const placement at = place(side ? sizeof(layout::blob_ref) : size);
   switch (options_.settings.qos) {
     case qos_policy::reliable:
       if (auto ec = wait_for_room(lock, at)) return ec;
@@ -204,65 +214,111 @@ std::error_code ring_publisher::send(const frame_ptr& frame) {
     case qos_policy::drop_newest:
       if (!room_for(at)) {
         counters_.dropped += std::max<std::size_t>(1, active_count());  // every subscriber misses it
+        out.dropped = true;
         return {};
       }
       break;
     case qos_policy::drop_oldest:
       if (would_lap_newcomer(at)) {
         counters_.dropped += active_count();
+        out.dropped = true;
         return {};
       }
       break;
   }
-  std::uint64_t blob_id = 0;
+  reservation r;
   if (side) {
-    if (auto ec = write_blob(*frame, blob_id)) return ec;
+    if (auto ec = create_blob(size, r.blob, r.blob_id)) return ec;
+    out.data = r.blob.data() + sizeof(layout::blob_header);
+  } else {
+    out.data = data_ + (at.start & mask_) + sizeof(layout::record_header);
   }
   // Only now that the frame will be written: laps counted as drops must happen.
   if (options_.settings.qos == qos_policy::drop_oldest) make_room(at);
-  commit(at, *frame, blob_id);
-  trim();
+  announce(at);
+  r.active = true;
+  r.at = at;
+  r.sequence = sequence;
+  r.size = size;
+  pending_ = std::move(r);
+  out.size = size;
   return {};
 }
 
-std::error_code ring_publisher::write_blob(const encoded_frame& frame, std::uint64_t& blob_id) {
+// A side segment of its own for a frame of `size` bytes; its header is written
+// now, the frame by the caller. Readers find it only through the ring record.
+std::error_code ring_publisher::create_blob(std::size_t size, mapped_segment& blob, std::uint64_t& blob_id) {
   const std::uint64_t id = next_blob_id_++;
-  mapped_segment blob;
-  if (auto ec = create_segment(blob_name(name_, id), sizeof(layout::blob_header) + frame.bytes.size(), blob)) {
+  if (auto ec = create_segment(blob_name(name_, id), sizeof(layout::blob_header) + size, blob)) {
     log_line(log_level::warn, "topic '" + options_.topic + "': cannot create a side segment for a frame of " +
-                                  std::to_string(frame.bytes.size()) + " bytes: " + ec.message());
+                                  std::to_string(size) + " bytes: " + ec.message());
     return ec;
   }
-  const layout::blob_header h{layout::blob_magic, frame.bytes.size(), id, 0};
+  const layout::blob_header h{layout::blob_magic, size, id, 0};
   std::memcpy(blob.data(), &h, sizeof h);
-  std::memcpy(blob.data() + sizeof h, frame.bytes.data(), frame.bytes.size());
   blob_id = id;
   return {};
 }
 
-// Writes the record at `at`: first announce the overwrite (head, tail_intent),
-// then the bytes, then publish the new tail. A reader that copied bytes while
-// they changed sees tail_intent past its position and throws the copy away.
-void ring_publisher::commit(const placement& at, const encoded_frame& frame, std::uint64_t blob_id) {
+// Tells readers which bytes are about to change before they do: drop records
+// about to be overwritten from the index, store `head` (oldest intact record)
+// and `tail_intent` (end of the new record). A reader that copied bytes while
+// they changed then sees tail_intent past its position and throws the copy
+// away. tail_intent never goes back, even when a reservation is cancelled:
+// the caller may already have scribbled over the old bytes.
+void ring_publisher::announce(const placement& at) {
   const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
   while (!records_.empty() && records_.front().pos < oldest_kept) records_.pop_front();
-  hdr_->head.store(records_.empty() ? at.start : records_.front().pos, std::memory_order_relaxed);
-  hdr_->tail_intent.store(at.end, std::memory_order_release);
+  const std::uint64_t head = records_.empty() ? at.start : records_.front().pos;
+  hdr_->head.store(head, std::memory_order_relaxed);
+  // A subscriber attaching during a long loan must not start inside it.
+  if (history_pos_ < head) {
+    history_pos_ = head;
+    hdr_->history_start.store(history_pos_, std::memory_order_release);
+  }
+  intent_ = std::max(intent_, at.end);
+  hdr_->tail_intent.store(intent_, std::memory_order_release);
   std::atomic_thread_fence(std::memory_order_release);
+}
+
+std::error_code ring_publisher::commit_reserved() {
+  std::lock_guard lock(mutex_);
+  if (!pending_.active) return make_error_code(errc::invalid_argument);
+  if (closed_) {
+    if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
+    pending_ = reservation{};
+    return make_error_code(errc::closed);
+  }
+  publish_record();
+  pending_ = reservation{};
+  trim();
+  return {};
+}
+
+void ring_publisher::cancel_reserved() {
+  std::lock_guard lock(mutex_);
+  if (!pending_.active) return;
+  if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
+  pending_ = reservation{};
+}
+
+// Writes the record header (and padding) of the pending frame, whose bytes are
+// in place, then publishes the new tail and wakes whoever sleeps.
+void ring_publisher::publish_record() {
+  const placement& at = pending_.at;
   if (at.pad) {
     const layout::record_header pad{static_cast<std::uint32_t>(at.pad - sizeof(layout::record_header)),
                                     layout::flag_padding, 0};
     std::memcpy(data_ + (tail_ & mask_), &pad, sizeof pad);
   }
   char* out = data_ + (at.start & mask_);
+  const std::uint64_t blob_id = pending_.blob_id;
   const layout::record_header rh{static_cast<std::uint32_t>(at.len), blob_id ? layout::flag_blob : 0u,
-                                 frame.sequence};
+                                 pending_.sequence};
   std::memcpy(out, &rh, sizeof rh);
   if (blob_id) {
-    const layout::blob_ref ref{blob_id, frame.bytes.size()};
+    const layout::blob_ref ref{blob_id, pending_.size};
     std::memcpy(out + sizeof rh, &ref, sizeof ref);
-  } else {
-    std::memcpy(out + sizeof rh, frame.bytes.data(), frame.bytes.size());
   }
   hdr_->tail.store(at.end);  // seq_cst: ordered before the check of the waiting flags
   tail_ = at.end;
@@ -376,6 +432,7 @@ void ring_publisher::close() {
   layout::futex_wake_all(hdr_->data_futex);
   for (const auto& b : blobs_) ::shm_unlink(blob_name(name_, b.blob_id).c_str());
   blobs_.clear();
+  if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
   hdr_->blobs_released.store(next_blob_id_);
   ::shm_unlink(name_.c_str());
   ::unlink(marker_.c_str());

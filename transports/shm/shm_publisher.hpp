@@ -49,6 +49,13 @@ class ring_publisher {
   // Blocks (reliable, up to publish_timeout) while a live subscriber lacks room.
   // Errors: closed, timed_out (nothing written), the system error of a side segment.
   std::error_code send(const frame_ptr& frame);
+  // send() in two steps, for frames encoded straight into the ring (or into a
+  // side segment): reserve applies the QoS and announces the overwrite, the
+  // caller fills out.data, commit publishes the record. The lock is not held in
+  // between, so housekeeping and readers carry on during a long loan.
+  std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
+  std::error_code commit_reserved();
+  void cancel_reserved();
   // Waits until every live subscriber has read everything; false on timeout.
   bool flush(std::chrono::milliseconds timeout);
   std::size_t subscriber_count() const;
@@ -83,8 +90,9 @@ class ring_publisher {
   void make_room(const placement& at);
   std::uint64_t drop_target(std::uint64_t cursor, const placement& at) const;
   bool would_lap_newcomer(const placement& at);
-  std::error_code write_blob(const encoded_frame& frame, std::uint64_t& blob_id);
-  void commit(const placement& at, const encoded_frame& frame, std::uint64_t blob_id);
+  std::error_code create_blob(std::size_t size, mapped_segment& blob, std::uint64_t& blob_id);
+  void announce(const placement& at);
+  void publish_record();
   void wake_readers();
   void trim();
   void evict_dead(clock::duration at_most_every);
@@ -116,6 +124,18 @@ class ring_publisher {
   std::array<std::pair<std::uint64_t, clock::time_point>, layout::slot_count> newcomers_{};
   endpoint_counters counters_;
   bool closed_ = false;
+
+  // The frame between reserve and commit.
+  struct reservation {
+    bool active = false;
+    placement at{};
+    std::uint64_t sequence = 0;
+    std::uint64_t size = 0;     // bytes of the encoded frame
+    std::uint64_t blob_id = 0;  // 0: the frame goes into the ring itself
+    mapped_segment blob;
+  };
+  reservation pending_;
+  std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back
 };
 
 }  // namespace ipcbus::transport::shm

@@ -34,6 +34,9 @@ std::error_code ring_reader::attach(const std::string& name, const link_options&
   capacity_ = hdr_->capacity;
   mask_ = capacity_ - 1;
   owner_ = hdr_->owner_pid;
+  // A lying header only hurts its own readers' data, never their memory: every
+  // view is still bounded by the mapping.
+  in_place_ = hdr_->qos != static_cast<std::uint32_t>(qos_policy::drop_oldest);
   data_ = ring_.data() + layout::data_offset;
   if (auto ec = claim_slot()) {
     why = "every subscriber slot of " + name + " is taken";
@@ -97,7 +100,14 @@ ring_reader::step ring_reader::fail(std::error_code ec, std::string why) {
   return step::failed;
 }
 
+void ring_reader::release() {
+  if (held_end_ == 0) return;
+  if (slot_) commit(held_, held_end_);
+  held_ = held_end_ = 0;
+}
+
 read_result ring_reader::next(frame_view& out) {
+  release();
   blob_.reset();
   if (!slot_) {
     fail(make_error_code(errc::closed), "detached");
@@ -165,6 +175,16 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
     return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(rh.len) +
                                                             " bytes exceeds the limit of " +
                                                             std::to_string(options_.max_frame));
+  }
+  if (in_place_) {
+    const step st = decode(std::string_view(data_ + off + sizeof rh, rh.len), out);
+    if (st == step::failed && overrun(c)) return step::lapped;
+    if (st == step::delivered) {
+      held_ = c;
+      held_end_ = c + size;
+      mark_started();
+    }
+    return st;
   }
   buffer_.assign(data_ + off + sizeof rh, rh.len);
   if (overrun(c)) return step::lapped;
@@ -272,9 +292,12 @@ bool ring_reader::data_available() const {
 
 bool ring_reader::publisher_gone() {
   if (hdr_->closed.load(std::memory_order_acquire) != 0) return true;
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_owner_check_ < owner_check_interval) return false;
-  last_owner_check_ = now;
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+  const std::int64_t last = last_owner_check_.load(std::memory_order_relaxed);
+  if (now - last < std::chrono::nanoseconds(owner_check_interval).count()) return false;
+  last_owner_check_.store(now, std::memory_order_relaxed);
   return layout::process_gone(owner_);
 }
 
@@ -294,6 +317,7 @@ void ring_reader::wake_sleepers() {
 }
 
 void ring_reader::detach() {
+  release();
   if (!slot_) return;
   slot_->waiting.store(0);
   std::uint64_t expected = my_state_;

@@ -13,6 +13,7 @@
 // on one other thread (the waker) until detach().
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -49,10 +50,19 @@ class ring_reader {
   // says what is wrong), would_block (every slot taken).
   std::error_code attach(const std::string& name, const link_options& options, std::string& why);
 
-  // The next frame; its views stay valid until the next call. `empty`: nothing
-  // to read now; `again`: the publisher lapped us repeatedly, call again later;
-  // `failed`: the link is over (malformed_frame, message_too_large, peer_gone).
+  // The next frame; its views stay valid until release() or the next call.
+  // `empty`: nothing to read now; `again`: the publisher lapped us repeatedly,
+  // call again later; `failed`: the link is over (malformed_frame,
+  // message_too_large, peer_gone).
+  //
+  // Under reliable and drop_newest the publisher never overwrites what our
+  // cursor has not passed, so the views point into the ring itself (zero
+  // copy) and the cursor moves only at release(): a reliable publisher waits
+  // for the callback to finish. Under drop_oldest the publisher may lap us at
+  // any moment, so the frame is copied out first and checked for overwriting.
   read_result next(frame_view& out);
+  // Done with the frame next() returned: lets the publisher reuse its bytes.
+  void release();
 
   // Whether next() has something to do (data, or an eviction to report).
   bool data_available() const;
@@ -92,8 +102,13 @@ class ring_reader {
   layout::slot* slot_ = nullptr;
   std::uint64_t my_state_ = 0;
   bool started_ = false;
+  bool in_place_ = false;          // read frames in the ring (see next())
+  std::uint64_t held_ = 0;         // in place: the record being delivered, from held_ to held_end_
+  std::uint64_t held_end_ = 0;
   read_result failure_;
-  std::chrono::steady_clock::time_point last_owner_check_{};
+  // Nanoseconds on the steady clock; atomic because the io thread (polling)
+  // and the waker may both ask whether the publisher is gone.
+  std::atomic<std::int64_t> last_owner_check_{0};
 };
 
 }  // namespace ipcbus::transport::shm

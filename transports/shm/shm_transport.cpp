@@ -32,6 +32,12 @@ class shm_endpoint final : public publisher_endpoint {
 
   std::string uri() const override { return "shm://" + state_->name(); }
   std::error_code send(const frame_ptr& frame) override { return state_->send(frame); }
+  bool writes_in_place() const override { return true; }
+  std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out) override {
+    return state_->reserve(size, sequence, out);
+  }
+  std::error_code commit(frame_slot&) override { return state_->commit_reserved(); }
+  void cancel(frame_slot&) override { state_->cancel_reserved(); }
   std::size_t subscriber_count() const override { return state_->subscriber_count(); }
   bool flush(std::chrono::milliseconds timeout) override { return state_->flush(timeout); }
   endpoint_counters counters() const override { return state_->counters(); }
@@ -115,7 +121,7 @@ class shm_transport final : public transport_backend {
       if (ec == errc::would_block) log_line(log_level::warn, why);
       return nullptr;
     }
-    auto state = std::make_shared<shm_link_state>(io, std::move(reader), std::move(callbacks), ec);
+    auto state = std::make_shared<shm_link_state>(io, std::move(reader), std::move(callbacks), options, ec);
     if (ec) return nullptr;
     state->start();
     return std::make_unique<shm_link>(std::move(state));

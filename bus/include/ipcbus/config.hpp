@@ -29,6 +29,11 @@ struct topic_settings {
   std::uint32_t history = 0;                  // messages kept for late joiners
   std::uint64_t max_message = 64ull << 20;    // bytes, payload of one message
   std::chrono::milliseconds publish_timeout{1000};  // reliable publish gives up after this
+  // How a subscriber waits for shm:// data (other transports always sleep in the
+  // kernel): after the last message it keeps polling for `spin` before it
+  // sleeps; with busy_poll it never sleeps (one core stays busy, lowest latency).
+  std::chrono::microseconds spin{0};
+  bool busy_poll = false;
 };
 
 // One `topics:` entry. `match` is a pattern (see topic.hpp); `settings` is the

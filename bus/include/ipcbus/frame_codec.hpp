@@ -40,6 +40,20 @@ using payload_writer = std::function<bool(char* out, std::size_t size)>;
 // Bytes of the Frame (without the length prefix) for this header and payload size.
 std::size_t frame_size(const frame_header& h, std::size_t payload_size);
 
+// Bytes of the varint32 length prefix plus the Frame.
+std::size_t delimited_frame_size(const frame_header& h, std::size_t payload_size);
+
+// Writes the length prefix and every Frame field before the payload bytes at
+// `out` (which holds delimited_frame_size() bytes) and returns where the
+// `payload_size` payload bytes go. Writing it again with a header of the same
+// encoded size (a new publish time, say) returns the same position.
+char* encode_delimited_frame_header(char* out, const frame_header& h, std::size_t payload_size);
+
+// Writes the whole delimited frame at `out` (delimited_frame_size() bytes).
+// Returns false when the payload writer failed.
+bool encode_delimited_frame_to(char* out, const frame_header& h, std::size_t payload_size,
+                               const payload_writer& write_payload);
+
 // Appends a varint32 length prefix and the Frame to `out`. Returns false when
 // the payload writer failed (out is then restored to its previous size).
 bool encode_delimited_frame(const frame_header& h, std::size_t payload_size,

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <memory>
 #include <system_error>
+#include <utility>
 
 #include "ipcbus/detail/publisher_core.hpp"
 #include "ipcbus/error.hpp"
@@ -15,13 +17,81 @@
 
 namespace ipcbus {
 
+// Memory for one raw message, lent by Publisher<Bytes>::loan(n): write the
+// payload into data()[0, size()) and call publish(). On shm:// the memory is
+// the ring itself, where subscribers read it in place, so a message of any
+// size is published without a single copy; on other transports it is the
+// buffer the frame is sent from (still no extra copy).
+//
+// One loan per publisher at a time: until it is published or destroyed (which
+// gives it back unpublished), other publishes on that publisher wait, up to
+// its publish_timeout. Take and publish a loan on the same thread, and do not
+// hold it for longer than a publish may wait. Move-only.
+class Loan {
+ public:
+  Loan() = default;
+  Loan(Loan&& other) noexcept { *this = std::move(other); }
+  Loan& operator=(Loan&& other) noexcept {
+    if (this != &other) {
+      cancel();
+      core_ = std::move(other.core_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  Loan(const Loan&) = delete;
+  Loan& operator=(const Loan&) = delete;
+  ~Loan() { cancel(); }
+
+  char* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  explicit operator bool() const { return static_cast<bool>(core_); }
+
+  // Publishes what was written; the room was reserved when the loan was made,
+  // so this never waits. Errors: closed (the publisher closed meanwhile).
+  void publish() {
+    std::error_code ec;
+    publish(ec);
+    throw_if(ec, "publish of a loan");
+  }
+  void publish(std::error_code& ec) {
+    if (!core_) {
+      ec = make_error_code(errc::invalid_argument);
+      return;
+    }
+    ec = core_->finish_loan();
+    release();
+  }
+  // Gives the memory back unpublished. Nobody sees anything.
+  void cancel() {
+    if (core_) core_->cancel_loan();
+    release();
+  }
+
+ private:
+  template <class>
+  friend class Publisher;
+  Loan(std::shared_ptr<detail::publisher_core> core, char* data, std::size_t size)
+      : core_(std::move(core)), data_(data), size_(size) {}
+  void release() {
+    core_.reset();
+    data_ = nullptr;
+    size_ = 0;
+  }
+
+  std::shared_ptr<detail::publisher_core> core_;
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 template <class T>
 class Publisher {
  public:
   Publisher() = default;
 
-  // Serializes `message` once, straight into the frame, and queues it for every
-  // subscriber. Blocks only under `reliable` QoS while a subscriber's queue is
+  // Serializes `message` once, straight into the frame (on shm://, straight
+  // into the shared ring), and queues it for every subscriber. Blocks only under `reliable` QoS while a subscriber's queue is
   // full, up to the topic's publish_timeout. Errors: timed_out (nobody got the
   // message), message_too_large (over max_message), closed.
   void publish(const T& message) {
@@ -35,6 +105,30 @@ class Publisher {
     ec = core_->publish(size, [&message](char* out, std::size_t n) {
       return message_traits<T>::write(message, out, n);
     });
+  }
+
+  // Lends memory for a raw message of `size` bytes (Publisher<Bytes> only); see
+  // Loan. Under reliable QoS this is where the wait for room happens. Errors:
+  // message_too_large, timed_out, closed.
+  Loan loan(std::size_t size)
+    requires std::same_as<T, Bytes>
+  {
+    std::error_code ec;
+    Loan l = loan(size, ec);
+    throw_if(ec, "loan on '" + topic() + "'");
+    return l;
+  }
+  Loan loan(std::size_t size, std::error_code& ec)
+    requires std::same_as<T, Bytes>
+  {
+    if (!core_) {
+      ec = make_error_code(errc::closed);
+      return {};
+    }
+    char* data = nullptr;
+    ec = core_->begin_loan(size, data);
+    if (ec) return {};
+    return Loan(core_, data, size);
   }
 
   // Subscribers attached right now.

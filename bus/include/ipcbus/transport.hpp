@@ -11,6 +11,7 @@
 // callback, runs on the io_context's thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -54,6 +55,15 @@ struct endpoint_options {
   std::function<std::vector<frame_ptr>()> history;
 };
 
+// Room for one frame in an endpoint's own memory, which subscribers read in
+// place (shm://): the bus encodes the frame straight into it. See
+// publisher_endpoint::reserve.
+struct frame_slot {
+  char* data = nullptr;   // `size` writable bytes; null when the frame was dropped
+  std::size_t size = 0;
+  bool dropped = false;   // a drop policy discarded the frame (already counted)
+};
+
 class publisher_endpoint {
  public:
   virtual ~publisher_endpoint() = default;
@@ -69,11 +79,49 @@ class publisher_endpoint {
   virtual endpoint_counters counters() const = 0;
   // Stops accepting, closes every subscriber and removes owned files. Idempotent.
   virtual void close() = 0;
+
+  // Endpoints that return true let the bus write frames in place, without an
+  // intermediate buffer: reserve() applies the QoS exactly as send() would
+  // (reliable waits here, up to publish_timeout; a drop policy may set
+  // `dropped`) and hands out `size` writable bytes; commit() makes the frame
+  // visible to every subscriber; cancel() forgets it. One reservation at a
+  // time, which may stay open for long (a loan): other calls keep working
+  // meanwhile, but the bus makes no send/reserve until it ends. Such endpoints
+  // keep their history themselves (endpoint_options::history is not called).
+  virtual bool writes_in_place() const { return false; }
+  // Errors: as send(); invalid_argument when !writes_in_place().
+  virtual std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
+  // Errors: closed (the endpoint closed meanwhile; nobody got the frame).
+  virtual std::error_code commit(frame_slot& slot);
+  virtual void cancel(frame_slot& slot);
 };
 
 struct link_options {
   std::uint64_t max_frame = 0;        // frames longer than this close the link
   security_settings security;
+  // Waiting for data (transports that can be polled without a system call):
+  // keep polling for `spin` after the last frame, or for ever with busy_poll.
+  std::chrono::microseconds spin{0};
+  bool busy_poll = false;
+  // The bus's own io thread polls this link's poller() between handlers; when
+  // false nobody does, and the link must spin on a thread of its own.
+  bool polled_by_bus = false;
+};
+
+// What the bus's io thread calls to poll a link instead of sleeping in the
+// kernel. All on the io thread.
+class link_poller {
+ public:
+  virtual ~link_poller() = default;
+  // Delivers what is ready (up to a batch); true if anything was delivered.
+  virtual bool poll() = 0;
+  // The io thread is about to block: make sure new data wakes it.
+  virtual void prepare_sleep() = 0;
+  // Polling budget after the last frame; busy_poll() means never sleep.
+  virtual std::chrono::microseconds spin() const = 0;
+  virtual bool busy_poll() const = 0;
+  // The link has closed: the bus forgets this poller.
+  virtual bool finished() const = 0;
 };
 
 struct link_callbacks {
@@ -90,6 +138,8 @@ class subscriber_link {
   virtual void pause() = 0;
   virtual void resume() = 0;
   virtual void close() = 0;
+  // Non-null when link_options asked for spinning and the bus polls the link.
+  virtual std::shared_ptr<link_poller> poller() { return nullptr; }
 };
 
 class transport_backend {

@@ -39,6 +39,14 @@ struct bus_state : std::enable_shared_from_this<bus_state> {
   std::unique_ptr<directory_watcher> watcher;
   std::unique_ptr<boost::asio::steady_timer> rescan_timer;
 
+  // Links that asked to be polled rather than slept on (spin_us, busy_poll);
+  // io thread only. Used only when the bus runs its own io thread.
+  std::vector<std::shared_ptr<link_poller>> pollers;
+
+  // The body of the bus's own io thread: runs the io_context, polling the
+  // links above between handlers while any exist.
+  void run_io();
+
   // Registers a subscriber and starts discovery for it on the io thread.
   void add_subscriber(const std::shared_ptr<subscriber_core>& s);
   // Rescans for every live subscriber (io thread).
@@ -48,6 +56,8 @@ struct bus_state : std::enable_shared_from_this<bus_state> {
  private:
   void start_watching();
   void arm_rescan_timer();
+  // Polls until every poller has been idle for its spin budget (never, under busy_poll).
+  void spin_until_idle();
 };
 
 }  // namespace ipcbus::detail

@@ -1,11 +1,15 @@
 // The type-erased publisher behind Publisher<T>. Internal.
 //
 // Owns the transport endpoint, the discovery entry and the stats block; assigns
-// sequence numbers, keeps history and encodes each message exactly once.
-// Thread-safety: publish() from any thread (serialized by a mutex); the rest too.
+// sequence numbers, keeps history and encodes each message exactly once: into
+// the endpoint's own memory when it offers that (shm://), else into a shared
+// buffer that every subscriber queue holds.
+// Thread-safety: publish() and loans from any thread (serialized by a mutex,
+// one loan at a time); the rest too.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -30,6 +34,13 @@ class publisher_core {
 
   // Encodes a message of `payload_size` bytes written by `write` and sends it.
   std::error_code publish(std::size_t payload_size, const payload_writer& write);
+  // A loan: room for a payload of `size` bytes that the caller fills, then
+  // publishes (finish_loan) or gives back (cancel_loan). While a loan is out,
+  // publish() and begin_loan() wait for it, up to publish_timeout (timed_out).
+  // Errors: as publish().
+  std::error_code begin_loan(std::size_t size, char*& payload);
+  std::error_code finish_loan();
+  void cancel_loan();
   std::size_t subscriber_count() const;
   endpoint_counters counters() const;
   bool wait_for_subscribers(std::size_t n, std::chrono::milliseconds timeout) const;
@@ -44,7 +55,22 @@ class publisher_core {
   publisher_core(std::shared_ptr<bus_state> bus, std::string topic, std::string type_name);
 
  private:
+  // The frame between start_frame and finish_frame/cancel_frame.
+  struct open_frame {
+    frame_header header;
+    std::size_t payload_size = 0;
+    char* start = nullptr;          // where the delimited frame begins
+    frame_slot slot;                // in place (the endpoint's memory)
+    std::shared_ptr<encoded_frame> buffer;  // otherwise
+  };
+
   std::vector<frame_ptr> history_snapshot() const;
+  // All with publish_mutex_ held.
+  std::error_code wait_for_loan(std::unique_lock<std::mutex>& lock);
+  std::error_code start_frame(std::size_t payload_size, char*& payload);
+  std::error_code finish_frame();
+  void cancel_frame();
+  void mirror_counters();
 
   std::shared_ptr<bus_state> bus_;
   std::string topic_;
@@ -57,6 +83,10 @@ class publisher_core {
 
   std::mutex publish_mutex_;
   std::uint64_t next_sequence_ = 1;
+  open_frame frame_;
+  bool loan_out_ = false;
+  std::string dropped_loan_;  // what a loan whose frame a drop policy discarded writes into
+  std::condition_variable loan_cv_;
   mutable std::mutex history_mutex_;  // leaf lock: taken inside the endpoint's lock
   std::deque<frame_ptr> history_;
   bool closed_ = false;

@@ -1,5 +1,7 @@
 #include "ipcbus/frame_codec.hpp"
 
+#include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "ipcbus/error.hpp"
@@ -17,9 +19,8 @@ enum : std::uint32_t { wt_varint = 0, wt_fixed64 = 1, wt_len = 2, wt_fixed32 = 5
 constexpr std::uint32_t tag(std::uint32_t field, std::uint32_t wire) { return (field << 3) | wire; }
 
 std::size_t varint_size(std::uint64_t v) {
-  std::size_t n = 1;
-  while (v >= 0x80) { v >>= 7; ++n; }
-  return n;
+  // 7 bits per byte: (significant bits + 6) / 7, at least one byte.
+  return static_cast<std::size_t>((std::bit_width(v | 1) + 6) / 7);
 }
 
 char* put_varint(char* p, std::uint64_t v) {
@@ -29,7 +30,11 @@ char* put_varint(char* p, std::uint64_t v) {
 }
 
 char* put_fixed64(char* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) *p++ = static_cast<char>(v >> (8 * i));  // little endian
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, 8);
+    return p + 8;
+  }
+  for (int i = 0; i < 8; ++i) *p++ = static_cast<char>(v >> (8 * i));  // little endian on the wire
   return p;
 }
 
@@ -49,17 +54,28 @@ std::size_t header_size(const frame_header& h, std::size_t payload_size) {
 }
 
 bool get_varint(const char*& p, const char* end, std::uint64_t& v) {
-  v = 0;
-  for (int shift = 0; shift < 64 && p < end; shift += 7) {
-    const auto byte = static_cast<unsigned char>(*p++);
-    v |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-    if (!(byte & 0x80)) return true;
+  const auto* q = reinterpret_cast<const unsigned char*>(p);
+  const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(end - p), 10);
+  std::uint64_t result = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t byte = q[i];
+    result |= (byte & 0x7f) << (7 * i);
+    if (byte < 0x80) {
+      v = result;
+      p += i + 1;
+      return true;
+    }
   }
-  return false;
+  return false;  // truncated, or longer than any 64-bit varint
 }
 
 bool get_fixed64(const char*& p, const char* end, std::uint64_t& v) {
   if (end - p < 8) return false;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, 8);
+    p += 8;
+    return true;
+  }
   v = 0;
   for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   p += 8;

@@ -223,9 +223,10 @@ std::error_code publisher_core::finish_frame() {
   mirror_counters();
   if (ec) return ec;
   ++next_sequence_;
+  // Only this publisher writes these (under publish_mutex_): no atomic add needed.
   auto& c = stats_->counters();
-  c.messages.fetch_add(1, std::memory_order_relaxed);
-  c.bytes.fetch_add(payload_size, std::memory_order_relaxed);
+  c.messages.store(c.messages.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  c.bytes.store(c.bytes.load(std::memory_order_relaxed) + payload_size, std::memory_order_relaxed);
   return {};
 }
 
@@ -235,6 +236,9 @@ void publisher_core::cancel_frame() {
 }
 
 void publisher_core::mirror_counters() {
+  const std::uint64_t version = endpoint_->counters_version();
+  if (version != 0 && version == mirrored_version_) return;
+  mirrored_version_ = version;
   auto& c = stats_->counters();
   const auto counters = endpoint_->counters();
   c.dropped.store(counters.dropped, std::memory_order_relaxed);

@@ -18,6 +18,7 @@ namespace {
 constexpr std::uint64_t min_capacity = 64 * 1024;
 constexpr std::uint64_t max_capacity = 64ull << 20;
 constexpr std::uint64_t frame_budget = 64 * 1024;  // ring bytes planned per queued frame
+constexpr std::uint64_t min_record = layout::record_size(1);  // the smallest a record can be
 // How often a waiting publisher checks whether the subscribers it waits for
 // still exist, and how often housekeeping does (it costs a kill() and a
 // /proc read per subscriber, and only matters for counts and side segments).
@@ -97,16 +98,22 @@ bool ring_publisher::room_for(const placement& at) const {
     if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
     const std::uint64_t c = s.cursor.load();
     if (c > tail_) continue;  // nonsense from a broken reader: it cannot hold us up
-    if (c < oldest_kept || pending(c) + 1 > options_.settings.depth) return false;
+    if (c < oldest_kept) return false;
+    // Every record takes at least min_record bytes: a reader closer than depth
+    // of those cannot be depth frames behind, and the index need not be searched.
+    if ((tail_ - c) / min_record + 1 > options_.settings.depth && pending(c) + 1 > options_.settings.depth)
+      return false;
   }
   return true;
 }
 
 std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at) {
+  if (room_for(at)) return {};  // the common case, without reading the clock
   const auto deadline = clock::now() + options_.settings.publish_timeout;
   for (int spins = 0; !room_for(at); ++spins) {
     if (clock::now() >= deadline) {
       ++counters_.timeouts;
+      counters_changed();
       return make_error_code(errc::timed_out);
     }
     // A subscriber killed while it held us up must not hold us up for ever.
@@ -184,6 +191,7 @@ void ring_publisher::make_room(const placement& at) {
       if (target == c) break;
       if (s.cursor.compare_exchange_strong(c, target)) {
         counters_.dropped += index_of(target) - index_of(c);
+        counters_changed();
         break;
       }
     }
@@ -214,6 +222,7 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
     case qos_policy::drop_newest:
       if (!room_for(at)) {
         counters_.dropped += std::max<std::size_t>(1, active_count());  // every subscriber misses it
+        counters_changed();
         out.dropped = true;
         return {};
       }
@@ -221,26 +230,25 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
     case qos_policy::drop_oldest:
       if (would_lap_newcomer(at)) {
         counters_.dropped += active_count();
+        counters_changed();
         out.dropped = true;
         return {};
       }
       break;
   }
-  reservation r;
   if (side) {
-    if (auto ec = create_blob(size, r.blob, r.blob_id)) return ec;
-    out.data = r.blob.data() + sizeof(layout::blob_header);
+    if (auto ec = create_blob(size, pending_.blob, pending_.blob_id)) return ec;
+    out.data = pending_.blob.data() + sizeof(layout::blob_header);
   } else {
     out.data = data_ + (at.start & mask_) + sizeof(layout::record_header);
   }
   // Only now that the frame will be written: laps counted as drops must happen.
   if (options_.settings.qos == qos_policy::drop_oldest) make_room(at);
   announce(at);
-  r.active = true;
-  r.at = at;
-  r.sequence = sequence;
-  r.size = size;
-  pending_ = std::move(r);
+  pending_.active = true;
+  pending_.at = at;
+  pending_.sequence = sequence;
+  pending_.size = size;
   out.size = size;
   return {};
 }
@@ -286,20 +294,31 @@ std::error_code ring_publisher::commit_reserved() {
   if (!pending_.active) return make_error_code(errc::invalid_argument);
   if (closed_) {
     if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
-    pending_ = reservation{};
+    end_reservation();
     return make_error_code(errc::closed);
   }
   publish_record();
-  pending_ = reservation{};
-  trim();
+  end_reservation();
+  // Trimming scans every slot: worth it at once only when a side segment may
+  // be released; otherwise now and then keeps the index short enough.
+  if (!blobs_.empty() || ++publishes_since_trim_ >= 32) {
+    publishes_since_trim_ = 0;
+    trim();
+  }
   return {};
+}
+
+void ring_publisher::end_reservation() {
+  pending_.active = false;
+  pending_.blob_id = 0;
+  if (pending_.blob) pending_.blob.reset();
 }
 
 void ring_publisher::cancel_reserved() {
   std::lock_guard lock(mutex_);
   if (!pending_.active) return;
   if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
-  pending_ = reservation{};
+  end_reservation();
 }
 
 // Writes the record header (and padding) of the pending frame, whose bytes are
@@ -416,8 +435,15 @@ void ring_publisher::maintain() {
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
     const std::uint64_t st = slot_at(i).state.load();
     const std::uint64_t now = layout::slot_phase(st) == layout::phase_active ? st : 0;
-    if (seen_[i] != 0 && now != seen_[i]) ++counters_.peers_lost;  // left, died or was evicted
+    if (seen_[i] != 0 && now != seen_[i]) {
+      ++counters_.peers_lost;  // left, died or was evicted
+      counters_changed();
+    }
     seen_[i] = now;
+  }
+  if (const std::size_t n = active_count(); n != subscribers_seen_) {
+    subscribers_seen_ = n;
+    counters_changed();
   }
   trim();
 }

@@ -60,6 +60,7 @@ class ring_publisher {
   bool flush(std::chrono::milliseconds timeout);
   std::size_t subscriber_count() const;
   endpoint_counters counters() const;
+  std::uint64_t counters_version() const { return counters_version_.load(std::memory_order_acquire); }
   // Periodic housekeeping: evicts dead subscribers, counts departed ones and
   // unlinks side segments nobody needs any more.
   void maintain();
@@ -93,10 +94,12 @@ class ring_publisher {
   std::error_code create_blob(std::size_t size, mapped_segment& blob, std::uint64_t& blob_id);
   void announce(const placement& at);
   void publish_record();
+  void end_reservation();
   void wake_readers();
   void trim();
   void evict_dead(clock::duration at_most_every);
   std::size_t active_count() const;
+  void counters_changed() { counters_version_.fetch_add(1, std::memory_order_release); }
   layout::slot& slot_at(std::size_t i) const { return hdr_->slot_table[i]; }
   // Slots [0, n) may be in use: subscribers take the lowest free one, so the
   // scans done for every frame stay short.
@@ -123,6 +126,9 @@ class ring_publisher {
   clock::time_point last_eviction_check_{};
   std::array<std::pair<std::uint64_t, clock::time_point>, layout::slot_count> newcomers_{};
   endpoint_counters counters_;
+  std::atomic<std::uint64_t> counters_version_{1};  // bumped after counters_ or the subscriber count change
+  std::size_t subscribers_seen_ = 0;                // active subscribers at the last maintain
+  unsigned publishes_since_trim_ = 0;
   bool closed_ = false;
 
   // The frame between reserve and commit.

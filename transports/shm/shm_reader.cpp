@@ -119,7 +119,10 @@ read_result ring_reader::next(frame_view& out) {
       return failure_;
     }
     const std::uint64_t c = slot_->cursor.load(std::memory_order_acquire);
-    const std::uint64_t t = hdr_->tail.load(std::memory_order_acquire);
+    // The tail's cache line is the one the publisher writes for every record:
+    // read it again only once we have consumed up to what we saw last.
+    if (c >= seen_tail_) seen_tail_ = hdr_->tail.load(std::memory_order_acquire);
+    const std::uint64_t t = seen_tail_;
     if (c == t) return {};
     if (c > t) {
       // After a jump to head we may be ahead of a write still in progress.

@@ -105,6 +105,7 @@ class ring_reader {
   bool in_place_ = false;          // read frames in the ring (see next())
   std::uint64_t held_ = 0;         // in place: the record being delivered, from held_ to held_end_
   std::uint64_t held_end_ = 0;
+  std::uint64_t seen_tail_ = 0;    // the ring's tail when we last looked
   read_result failure_;
   // Nanoseconds on the steady clock; atomic because the io thread (polling)
   // and the waker may both ask whether the publisher is gone.

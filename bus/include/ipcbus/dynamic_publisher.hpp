@@ -75,7 +75,7 @@ class DynamicPublisher {
   void publish(const google::protobuf::Message& message) {
     std::error_code ec;
     publish(message, ec);
-    throw_if(ec, "publish on '" + topic() + "'");
+    if (ec) throw_if(ec, "publish on '" + topic() + "'");
   }
 
   std::size_t subscriber_count() const { return core_ ? core_->subscriber_count() : 0; }

@@ -97,7 +97,7 @@ class Publisher {
   void publish(const T& message) {
     std::error_code ec;
     publish(message, ec);
-    throw_if(ec, "publish on '" + topic() + "'");
+    if (ec) throw_if(ec, "publish on '" + topic() + "'");
   }
   void publish(const T& message, std::error_code& ec) {
     if (!core_) { ec = make_error_code(errc::closed); return; }
@@ -115,7 +115,7 @@ class Publisher {
   {
     std::error_code ec;
     Loan l = loan(size, ec);
-    throw_if(ec, "loan on '" + topic() + "'");
+    if (ec) throw_if(ec, "loan on '" + topic() + "'");
     return l;
   }
   Loan loan(std::size_t size, std::error_code& ec)

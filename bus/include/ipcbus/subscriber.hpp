@@ -38,7 +38,7 @@ class Subscriber {
     std::error_code ec;
     if (receive(r.message, r.info, timeout, ec)) return r;
     if (ec == errc::timed_out) return std::nullopt;
-    throw_if(ec, "receive on '" + pattern() + "'");
+    if (ec) throw_if(ec, "receive on '" + pattern() + "'");
     return std::nullopt;
   }
   // Non-throwing form: false with ec = timed_out, closed or type_mismatch

@@ -77,6 +77,9 @@ class publisher_endpoint {
   // Waits up to `timeout` until every queued frame has been handed to the kernel.
   virtual bool flush(std::chrono::milliseconds timeout) = 0;
   virtual endpoint_counters counters() const = 0;
+  // Changes whenever counters() or subscriber_count() may have changed, so that
+  // the bus copies them into the stats block only then. 0: unknown, ask every time.
+  virtual std::uint64_t counters_version() const { return 0; }
   // Stops accepting, closes every subscriber and removes owned files. Idempotent.
   virtual void close() = 0;
 

@@ -85,6 +85,7 @@ class publisher_core {
   std::uint64_t next_sequence_ = 1;
   open_frame frame_;
   bool loan_out_ = false;
+  std::uint64_t mirrored_version_ = 0;  // endpoint counters_version() last copied to the stats block
   std::string dropped_loan_;  // what a loan whose frame a drop policy discarded writes into
   std::condition_variable loan_cv_;
   mutable std::mutex history_mutex_;  // leaf lock: taken inside the endpoint's lock

@@ -13,6 +13,9 @@
 #include <thread>
 
 #include "ipcbus/registry.hpp"
+#ifdef IPCBUS_HAVE_SHM
+#include "ipcbus/transports/shm.hpp"
+#endif
 #include "test_support.hpp"
 
 namespace {
@@ -240,6 +243,46 @@ BOOST_AUTO_TEST_CASE(gc_removes_the_entries_of_a_sigkilled_peer) {
   for (const auto& e : std::filesystem::directory_iterator(d.domain_dir()))
     BOOST_TEST(e.path().filename().string().rfind(id, 0) != 0, e.path() << " survived gc");
 }
+
+#ifdef IPCBUS_HAVE_SHM
+// Names ("/ipcbus-...") of the objects in /dev/shm that start with `prefix`.
+std::vector<std::string> shm_objects_starting_with(const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (const auto name = "/" + e.path().filename().string(); name.starts_with(prefix)) out.push_back(name);
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(gc_unlinks_the_shared_memory_of_a_sigkilled_shm_publisher) {
+  scratch_domain d;
+  const auto cfg = d.write_config("defaults: { transport: shm }\n").string();
+  const std::string prefix = ipcbus::transport::shm::segment_prefix(d.domain_dir());
+  auto server = start_server(d, cfg, "shm/doomed");
+  const auto entry = ipcbus::list_participants(d.domain_dir()).at(0).info;
+  BOOST_REQUIRE(entry.endpoint().starts_with("shm://"));
+  const std::string ring = entry.endpoint().substr(6);  // "/ipcbus-<domain hash>-<id>"
+  const std::string id = ipcbus::id_to_hex(entry.id());
+  server->signal(SIGKILL);
+  server->wait(10s);
+  // Nothing reclaims it by itself: no other participant of this domain runs.
+  BOOST_REQUIRE(shm_objects_starting_with(prefix) == std::vector<std::string>{ring});
+
+  const auto dry = run_cli({"--config", cfg, "gc", "--dry-run"});
+  BOOST_TEST(dry.exit_code == 0);
+  BOOST_TEST(dry.output.find("stale shared memory: " + ring + "\n") != std::string::npos, dry.output);
+  BOOST_TEST(shm_objects_starting_with(prefix).size() == 1u);  // a dry run removes nothing
+
+  const auto gc = run_cli({"--config", cfg, "gc"});
+  BOOST_TEST(gc.exit_code == 0);
+  BOOST_TEST(gc.output.find("removed shared memory " + ring + "\n") != std::string::npos, gc.output);
+  BOOST_TEST(shm_objects_starting_with(prefix).empty());
+  for (const auto& e : std::filesystem::directory_iterator(d.domain_dir()))
+    BOOST_TEST(e.path().filename().string().rfind(id, 0) != 0, e.path() << " survived gc");
+  // A second run finds nothing left of this domain to reclaim.
+  const auto again = run_cli({"--config", cfg, "gc", "--dry-run"});
+  BOOST_TEST(again.output.find(prefix) == std::string::npos, again.output);
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(usage_errors_exit_2) {
   scratch_domain d;  // should a check regress, the command runs here, not on the real bus

@@ -3,11 +3,21 @@
 //   ipcbus_test_peer publish   CONFIG TOPIC COUNT SIZE [INTERVAL_US] [WAIT_SUBSCRIBERS]
 //   ipcbus_test_peer subscribe CONFIG PATTERN COUNT TIMEOUT_MS
 //   ipcbus_test_peer serve     CONFIG TOPIC          (publishes 1 msg / 10 ms until SIGTERM)
+//   ipcbus_test_peer stream    CONFIG TOPIC STATUS SMALL LARGE LARGE_EVERY INTERVAL_US
+//   ipcbus_test_peer verify    CONFIG PATTERN STATUS
 //
 // publish prints "published N", subscribe prints "received N lost L corrupt C
 // out_of_order O" on stdout; both exit 0 on success, 1 otherwise. Messages are
 // ipcbus.test.Sample with a checksum, so corruption is detectable.
+//
+// stream and verify run until SIGTERM and keep their counters in the shared file
+// STATUS (test_support.hpp, peer_status), updated as they go, so that a test can
+// SIGKILL them at any instant and still read what they counted. stream publishes
+// bodies of SMALL bytes, every LARGE_EVERY-th one of LARGE bytes, INTERVAL_US
+// apart, and shows in `phase` which kind it is publishing. verify checks every
+// message it receives (body against index and checksum, order per publisher).
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -97,6 +107,72 @@ int serve(char** argv) {
   return 0;
 }
 
+int stream(char** argv) {
+  using ipcbus::test::peer_status;
+  ipcbus::test::status_page status(argv[4]);
+  status->pid = static_cast<std::uint32_t>(::getpid());
+  ipcbus::Bus bus(options_from(argv[2]));
+  auto pub = bus.advertise<ipcbus::test::Sample>(argv[3]);
+  const std::size_t small = std::stoul(argv[5]);
+  const std::size_t large = std::stoul(argv[6]);
+  const std::uint64_t large_every = std::stoull(argv[7]);
+  const auto interval = std::chrono::microseconds(std::stol(argv[8]));
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    for (std::uint64_t i = 1; !stop; ++i) {
+      const bool is_large = large_every != 0 && i % large_every == 0;
+      // Built before the phase is set: the phase covers the publish call alone.
+      const auto sample = ipcbus::test::make_sample(i, is_large ? large : small);
+      status->phase = is_large ? peer_status::publishing_large : peer_status::publishing_small;
+      std::error_code ec;
+      pub.publish(sample, ec);
+      status->phase = peer_status::idle;
+      ++(ec ? status->publish_errors : status->published);
+      std::this_thread::sleep_for(interval);
+    }
+  });
+  std::cout << "streaming" << std::endl;
+  bus.run_until_signal();
+  stop = true;
+  worker.join();
+  std::cout << "published " << status->published << " errors " << status->publish_errors << std::endl;
+  return 0;
+}
+
+int verify(char** argv) {
+  ipcbus::test::status_page status(argv[4]);
+  status->pid = static_cast<std::uint32_t>(::getpid());
+  ipcbus::Bus bus(options_from(argv[2]));
+  std::map<std::uint64_t, std::uint64_t> last_index;  // per publisher; the io thread's alone
+  auto sub = bus.subscribe<ipcbus::test::Sample>(
+      argv[3], [&](const ipcbus::test::Sample& s, const ipcbus::MessageInfo& info) {
+        // Each counter goes straight to the shared page: a kill right after
+        // this callback loses nothing it found.
+        if (!ipcbus::test::sample_matches_index(s)) ++status->corrupt;
+        auto& last = last_index[info.publisher_id];
+        if (s.index() <= last) ++status->out_of_order;
+        last = s.index();
+        status->lost += info.lost_before;
+        if (s.body().size() >= (64u << 10)) ++status->large_received;
+        ++status->received;
+      });
+  std::atomic<bool> stop{false};
+  std::thread reporter([&] {  // bad frames are counted by the bus, not seen by the callback
+    while (!stop) {
+      status->bad_frames = sub.counters()->bad_frames.load();
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  std::cout << "verifying" << std::endl;
+  bus.run_until_signal();
+  stop = true;
+  reporter.join();
+  status->bad_frames = sub.counters()->bad_frames.load();
+  std::cout << "received " << status->received << " corrupt " << status->corrupt << " out_of_order "
+            << status->out_of_order << " lost " << status->lost << " bad_frames " << status->bad_frames << std::endl;
+  return status->corrupt == 0 && status->out_of_order == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +181,8 @@ int main(int argc, char** argv) {
     if (mode == "publish" && argc >= 6) return publish(argv, argc);
     if (mode == "subscribe" && argc >= 6) return subscribe(argv);
     if (mode == "serve" && argc >= 4) return serve(argv);
+    if (mode == "stream" && argc >= 9) return stream(argv);
+    if (mode == "verify" && argc >= 5) return verify(argv);
     std::cerr << "usage: see the comment at the top of test_peer.cpp\n";
     return 2;
   } catch (const std::exception& e) {

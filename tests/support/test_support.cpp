@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include <boost/test/unit_test.hpp>
@@ -70,6 +72,29 @@ Sample make_sample(std::uint64_t index, std::size_t body_size) {
 }
 
 bool sample_intact(const Sample& s) { return checksum(s.body()) == s.checksum(); }
+
+bool sample_matches_index(const Sample& s) {
+  if (!sample_intact(s)) return false;
+  const std::string& body = s.body();
+  for (std::size_t i = 0; i < body.size(); ++i)
+    if (body[i] != static_cast<char>((s.index() * 131 + i * 7) & 0xff)) return false;
+  return true;
+}
+
+status_page::status_page(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + file.string());
+  void* base = MAP_FAILED;
+  if (::ftruncate(fd, sizeof(peer_status)) == 0)
+    base = ::mmap(nullptr, sizeof(peer_status), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int e = errno;
+  ::close(fd);
+  if (base == MAP_FAILED) throw std::system_error(e, std::generic_category(), "map " + file.string());
+  // A new file reads as zeros, which is every counter at 0: no construction needed.
+  status_ = static_cast<peer_status*>(base);
+}
+
+status_page::~status_page() { ::munmap(status_, sizeof(peer_status)); }
 
 child_process::child_process(const std::string& program, const std::vector<std::string>& args,
                              const std::vector<std::string>& env) {

@@ -4,7 +4,9 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -41,6 +43,40 @@ class scratch_domain {
 std::uint32_t checksum(std::string_view bytes);
 ipcbus::test::Sample make_sample(std::uint64_t index, std::size_t body_size);
 bool sample_intact(const ipcbus::test::Sample& s);
+// sample_intact, and every body byte is the one make_sample puts there for this
+// index: a body of one message under the header of another is caught as well.
+bool sample_matches_index(const ipcbus::test::Sample& s);
+
+// Counters a test peer keeps in a small shared file while it runs (`--status`
+// modes of test_peer). They are updated in place, so a test reads everything a
+// peer counted even after the peer was SIGKILLed.
+struct peer_status {
+  enum phase_value : std::uint32_t { idle = 0, publishing_small = 1, publishing_large = 2 };
+  std::atomic<std::uint32_t> phase;           // publisher: what it is doing right now
+  std::atomic<std::uint32_t> pid;
+  std::atomic<std::uint64_t> published;       // publisher: publish calls that succeeded
+  std::atomic<std::uint64_t> publish_errors;  // publisher: publish calls that failed (e.g. timed_out)
+  std::atomic<std::uint64_t> received;        // subscriber: messages delivered to it
+  std::atomic<std::uint64_t> large_received;  // subscriber: of those, bodies of 64 KiB or more
+  std::atomic<std::uint64_t> corrupt;         // subscriber: failed sample_matches_index
+  std::atomic<std::uint64_t> out_of_order;    // subscriber: index not above the last one of that publisher
+  std::atomic<std::uint64_t> lost;            // subscriber: sum of MessageInfo::lost_before
+  std::atomic<std::uint64_t> bad_frames;      // subscriber: its bus's bad_frames counter
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// A peer_status mapped from a file (created zero-filled if missing). Throws on failure.
+class status_page {
+ public:
+  explicit status_page(const std::filesystem::path& file);
+  ~status_page();
+  status_page(const status_page&) = delete;
+  status_page& operator=(const status_page&) = delete;
+  peer_status* operator->() const { return status_; }
+
+ private:
+  peer_status* status_ = nullptr;
+};
 
 // A child process started with fork/exec. The destructor kills (SIGKILL) and reaps it.
 class child_process {

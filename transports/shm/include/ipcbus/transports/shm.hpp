@@ -9,8 +9,8 @@
 //   words in the segment, so a process killed at any instant never wedges the
 //   others. See transports/shm/README.md for the layout and the QoS rules.
 //
-// Thread-safety: register_shm must run before the registry is used;
-// reclaim_shm_segments is safe from any thread and any process.
+// Thread-safety: register_shm must run before the registry is used; the
+// reclaim functions are safe from any thread and any process.
 #pragma once
 
 #include <filesystem>
@@ -32,13 +32,19 @@ void register_shm(transport_registry& registry);
 // removed too). Live publishers' segments are never touched. Scans /dev/shm;
 // blocks only on that directory read. Returns the names unlinked ("/ipcbus-...").
 // Errors (unreadable /dev/shm, a segment that vanished meanwhile) are skipped.
-std::vector<std::string> reclaim_shm_segments(const std::filesystem::path& domain_dir);
+//
+// With `dry_run`, nothing is unlinked or removed and the names that would be
+// unlinked are returned. Since `ipcbus gc` reclaims stale registry entries
+// (and with them the markers) before it reclaims segments, a dry run also
+// counts a publisher whose entry `<id>.pub` is stale as gone.
+std::vector<std::string> reclaim_shm_segments(const std::filesystem::path& domain_dir, bool dry_run = false);
 
 // Like reclaim_shm_segments, for every domain (including ones whose directory
 // is gone): unlinks the ipcbus rings in /dev/shm whose owner process no longer
 // exists, with their side segments, and side segments whose ring is gone. For
-// `ipcbus gc`; touches only objects this uid may unlink. Returns the names unlinked.
-std::vector<std::string> reclaim_orphaned_shm_segments();
+// `ipcbus gc`; touches only objects this uid may unlink. Returns the names
+// unlinked, or with `dry_run` the names it would unlink (and unlinks nothing).
+std::vector<std::string> reclaim_orphaned_shm_segments(bool dry_run = false);
 
 // The shared memory object name prefix of a domain: "/ipcbus-<16 hex>-". The
 // hash is FNV-1a 64 of the domain directory's normalized absolute path.

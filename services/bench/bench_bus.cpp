@@ -55,6 +55,37 @@ BenchPayload make_payload(std::size_t size) {
   return m;
 }
 
+// advertise/subscribe, retried when registering failed with ENOENT. Several
+// participants starting at once in a fresh domain can hit a race in the
+// registry: a new Bus's reclaim_stale may take another process's hidden entry
+// (".<id>.tmp") for a dead one in the moment between its creation and its
+// flock, and that process's rename then fails. A later attempt succeeds.
+constexpr int register_attempts = 5;
+
+bool retry_registration(std::error_code ec, int attempt) {
+  return ec == std::errc::no_such_file_or_directory && attempt < register_attempts;
+}
+
+template <class T>
+Publisher<T> advertise(Bus& bus, std::string_view topic) {
+  for (int attempt = 1;; ++attempt) {
+    std::error_code ec;
+    auto p = bus.advertise<T>(topic, ec);
+    if (!ec) return p;
+    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("advertise", topic, ec));
+  }
+}
+
+template <class T, class F>
+Subscriber<T> subscribe(Bus& bus, std::string_view pattern, const F& callback) {
+  for (int attempt = 1;; ++attempt) {
+    std::error_code ec;
+    auto s = bus.subscribe<T>(pattern, callback, ec);
+    if (!ec) return s;
+    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("subscribe", pattern, ec));
+  }
+}
+
 bool is_end(const Bytes& b) { return !b.empty() && b.data()[0] == 'E'; }
 bool is_end(const BenchPayload& m) { return m.kind() == 1; }
 
@@ -74,7 +105,7 @@ std::string publish_patiently(Publisher<T>& pub, const T& m) {
 template <class T>
 child_report publish_for(const bus_case& c, const throughput_plan& plan, T message) {
   Bus bus = make_bus(c);
-  auto pub = bus.advertise<T>("bench/data");
+  auto pub = advertise<T>(bus, "bench/data");
   child_report r;
   if (!pub.wait_for_subscribers(static_cast<std::size_t>(plan.subscribers), discovery_timeout)) {
     r.error = "subscribers did not attach within " + std::to_string(discovery_timeout.count()) + " s";
@@ -114,7 +145,7 @@ child_report count_until_end(const bus_case& c) {
   child_report r;
   completion done;
   const auto cpu0 = cpu_time_ns();
-  auto sub = bus.subscribe<T>("bench/data", [&](const T& m, const MessageInfo&) {
+  auto sub = subscribe<T>(bus, "bench/data", [&](const T& m, const MessageInfo&) {
     if (is_end(m)) return done.finish();
     const auto t = now_ns();
     if (r.messages++ == 0) r.first_ns = t;
@@ -153,7 +184,7 @@ config bench_config(const std::filesystem::path& runtime_dir, const std::string&
 
 child_report run_bus_ping(const bus_case& c, const pingpong_plan& plan, load_control* load) {
   Bus bus = make_bus(c);
-  auto pub = bus.advertise<Bytes>("bench/ping");
+  auto pub = advertise<Bytes>(bus, "bench/ping");
   const std::string payload(plan.size, 'D');
   const Bytes out = Bytes::view(payload);
   const int total = plan.warmup + plan.count;
@@ -165,7 +196,7 @@ child_report run_bus_ping(const bus_case& c, const pingpong_plan& plan, load_con
   // The whole exchange runs in the callback on the io thread: the reply to one
   // ping sends the next, so no thread hand-off is measured that a service
   // answering from its callback would not pay.
-  auto sub = bus.subscribe<Bytes>("bench/pong", [&](const Bytes&, const MessageInfo&) {
+  auto sub = subscribe<Bytes>(bus, "bench/pong", [&](const Bytes&, const MessageInfo&) {
     const auto t = now_ns();
     if (received >= plan.warmup) r.samples_ns.push_back((t - t0) / 2);
     if (++received == total) return done.finish();
@@ -202,12 +233,12 @@ child_report run_bus_ping(const bus_case& c, const pingpong_plan& plan, load_con
 
 child_report run_bus_pong(const bus_case& c, const pingpong_plan& plan, bool with_load) {
   Bus bus = make_bus(c);
-  auto pub = bus.advertise<Bytes>("bench/pong");
+  auto pub = advertise<Bytes>(bus, "bench/pong");
   const int total = plan.warmup + plan.count;
   completion done;
   int echoed = 0;
   std::int64_t cpu0 = 0;
-  auto sub = bus.subscribe<Bytes>("bench/ping", [&](const Bytes& in, const MessageInfo&) {
+  auto sub = subscribe<Bytes>(bus, "bench/ping", [&](const Bytes& in, const MessageInfo&) {
     if (echoed == 0) cpu0 = cpu_time_ns();
     std::error_code ec;
     pub.publish(in, ec);
@@ -216,7 +247,7 @@ child_report run_bus_pong(const bus_case& c, const pingpong_plan& plan, bool wit
   });
   std::uint64_t load_messages = 0;
   Subscriber<Bytes> load;
-  if (with_load) load = bus.subscribe<Bytes>("bench/load", [&](const Bytes&, const MessageInfo&) { ++load_messages; });
+  if (with_load) load = subscribe<Bytes>(bus, "bench/load", [&](const Bytes&, const MessageInfo&) { ++load_messages; });
   child_report r;
   r.error = done.wait(run_timeout + discovery_timeout, "pings");
   sub.close();
@@ -239,7 +270,7 @@ child_report run_bus_subscriber(const bus_case& c, const throughput_plan&, paylo
 
 child_report run_bus_loader(const bus_case& c, std::size_t size, double rate, load_control& load) {
   Bus bus = make_bus(c);
-  auto pub = bus.advertise<Bytes>("bench/load");
+  auto pub = advertise<Bytes>(bus, "bench/load");
   child_report r;
   if (!pub.wait_for_subscribers(1, discovery_timeout)) {
     r.error = "the pong side did not subscribe to the load";

@@ -310,9 +310,14 @@ scratch_dir::~scratch_dir() {
   std::error_code ec;
   if (std::filesystem::exists(domain_dir, ec)) {
     // Children that were killed left their registry files and, on shm, their
-    // segments in /dev/shm: reclaim them as `ipcbus gc` would.
+    // segments in /dev/shm: reclaim them as `ipcbus gc` would. Every process of
+    // this domain is gone by now, so the shm markers (<id>.shm) go first: a
+    // publisher killed before its ring was complete is otherwise kept as "being
+    // built" (and then found by nothing once the directory is deleted).
     try {
       reclaim_stale(domain_dir);
+      for (const auto& e : std::filesystem::directory_iterator(domain_dir, ec))
+        if (e.path().extension() == ".shm") std::filesystem::remove(e.path(), ec);
 #ifdef IPCBUS_HAVE_SHM
       transport::shm::reclaim_shm_segments(domain_dir);
 #endif

@@ -418,7 +418,8 @@ std::unique_ptr<pair_channel> make_raw_pair(const std::string& name, std::size_t
     try {
       return std::make_unique<mq_pair>(size);
     } catch (const std::system_error& e) {
-      why = e.what();  // the kernel's queue limits: a fact of this machine, not a failure
+      // The kernel's queue limits: a fact of this machine, not a failure.
+      why = std::string(e.what()) + " (msgsize_max " + std::to_string(mq_limit("msgsize_max")) + " bytes)";
       return nullptr;
     }
   }
@@ -438,7 +439,7 @@ std::unique_ptr<fanout_channel> make_raw_fanout(const std::string& name, std::si
     try {
       return std::make_unique<mq_fanout>(size, subscribers);
     } catch (const std::system_error& e) {
-      why = e.what();
+      why = std::string(e.what()) + " (msgsize_max " + std::to_string(mq_limit("msgsize_max")) + " bytes)";
       return nullptr;
     }
   }

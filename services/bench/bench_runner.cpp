@@ -139,26 +139,28 @@ class runner {
     };
     for (auto w : {workload::pingpong, workload::throughput, workload::loaded}) {
       if (std::find(ws.begin(), ws.end(), w) == ws.end()) continue;
-      // Size-major, candidate-minor: the candidates of one size run back to back.
       std::vector<std::size_t> all_sizes;
       for (const auto& c : result_.candidates)
         for (auto s : sizes_for(w, c)) all_sizes.push_back(s);
       std::sort(all_sizes.begin(), all_sizes.end());
       all_sizes.erase(std::unique(all_sizes.begin(), all_sizes.end()), all_sizes.end());
+      // Size-major, candidate-minor: the candidates of one case run back to back,
+      // and the table groups them.
       for (auto size : all_sizes)
-        for (const auto& c : result_.candidates) {
-          const auto mine = sizes_for(w, c);
-          if (std::find(mine.begin(), mine.end(), size) == mine.end()) continue;
-          if (w == workload::pingpong) add(w, c, size, 1, payload_kind::bytes);
-          if (w == workload::loaded && c.kind == candidate_kind::bus) add(w, c, size, 1, payload_kind::bytes);
-          if (w != workload::throughput) continue;
-          for (int subs : subscriber_counts) {
-            add(w, c, size, subs, payload_kind::bytes);
-            // Protobuf against Bytes at the smallest size: what encoding costs per message.
-            if (c.kind == candidate_kind::bus && size == all_sizes.front())
-              add(w, c, size, subs, payload_kind::protobuf);
-          }
-        }
+        for (int subs : w == workload::throughput ? subscriber_counts : std::vector<int>{1})
+          for (auto payload : {payload_kind::bytes, payload_kind::protobuf})
+            for (const auto& c : result_.candidates) {
+              const auto mine = sizes_for(w, c);
+              if (std::find(mine.begin(), mine.end(), size) == mine.end()) continue;
+              if (payload == payload_kind::protobuf) {
+                // Protobuf against Bytes at the smallest size: what encoding costs per message.
+                if (w == workload::throughput && c.kind == candidate_kind::bus && size == all_sizes.front())
+                  add(w, c, size, subs, payload);
+                continue;
+              }
+              if (w == workload::loaded && c.kind != candidate_kind::bus) continue;
+              add(w, c, size, subs, payload);
+            }
     }
   }
 

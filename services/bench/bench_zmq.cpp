@@ -2,13 +2,14 @@
 
 #ifdef IPCBUS_HAVE_ZMQ
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <zmq.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <new>
 #include <system_error>
+#include <thread>
 
 namespace ipcbus::bench {
 namespace {
@@ -17,15 +18,17 @@ namespace {
   throw std::system_error(zmq_errno(), std::generic_category(), what + ": " + zmq_strerror(zmq_errno()));
 }
 
-// A context with one socket; the socket closes (lingering up to 10 s so queued
-// messages still leave) before the context terminates.
+// A context with one socket; the socket closes before the context terminates.
+// Senders linger (up to 10 s) so that their last message still leaves: a pong
+// closes right after its last reply. A SUB does not: it would hold its queued
+// re-subscription to a publisher that is gone for the whole linger.
 class zmq_socket {
  public:
   explicit zmq_socket(int type) : ctx_(zmq_ctx_new()) {
     if (!ctx_) throw_zmq("zmq_ctx_new");
     sock_ = ::zmq_socket(ctx_, type);
     if (!sock_) throw_zmq("zmq_socket");
-    const int linger = 10000, no_limit = 0;
+    const int linger = type == ZMQ_SUB ? 0 : 10000, no_limit = 0;
     zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock_, ZMQ_SNDHWM, &no_limit, sizeof no_limit);
     zmq_setsockopt(sock_, ZMQ_RCVHWM, &no_limit, sizeof no_limit);
@@ -76,49 +79,69 @@ class zmq_receiver : public channel_receiver {
   std::shared_ptr<zmq_socket> s_;
 };
 
-// A loopback port that was free a moment ago (the run is over in seconds).
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw std::system_error(errno, std::generic_category(), "choosing a loopback port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+// Where the binding side is listening, published to the connecting side through
+// shared memory: the binder takes any free port (tcp://127.0.0.1:*) and the
+// connector dials only once the port exists. Dialing a loopback port before
+// anyone listens can connect a socket to itself (TCP simultaneous open on a
+// port the kernel also hands out as an ephemeral one), which hangs ZeroMQ.
+struct endpoint_slot {
+  std::atomic<int> ready{0};
+  char endpoint[1000] = {};
+};
 
-std::string endpoint(const std::string& name, const std::filesystem::path& dir, const char* file) {
-  if (name == "zmq-tcp") return "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
-  return "ipc://" + (dir / file).string();
-}
+class rendezvous {
+ public:
+  rendezvous(const std::string& name, const std::filesystem::path& dir, const char* file)
+      : request_(name == "zmq-tcp" ? "tcp://127.0.0.1:*" : "ipc://" + (dir / file).string()),
+        block_(sizeof(endpoint_slot)),
+        slot_(new (block_.data()) endpoint_slot) {}
+
+  void bind(zmq_socket& s) {
+    s.bind(request_);
+    std::size_t n = sizeof slot_->endpoint - 1;
+    if (zmq_getsockopt(s.get(), ZMQ_LAST_ENDPOINT, slot_->endpoint, &n) != 0) throw_zmq("ZMQ_LAST_ENDPOINT");
+    slot_->ready.store(1, std::memory_order_release);
+  }
+
+  void connect(zmq_socket& s) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (!slot_->ready.load(std::memory_order_acquire)) {
+      if (std::chrono::steady_clock::now() > give_up)
+        throw std::system_error(std::make_error_code(std::errc::timed_out), "the ZeroMQ peer never bound");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    s.connect(slot_->endpoint);
+  }
+
+ private:
+  std::string request_;
+  shared_block block_;
+  endpoint_slot* slot_;
+};
 
 class zmq_pair : public pair_channel {
  public:
-  explicit zmq_pair(std::string ep) : ep_(std::move(ep)) {}
+  zmq_pair(const std::string& name, const std::filesystem::path& dir) : where_(name, dir, "zmq-pair") {}
   channel_ends open(int side) override {
     auto s = std::make_shared<zmq_socket>(ZMQ_PAIR);
-    side == 0 ? s->connect(ep_) : s->bind(ep_);
+    side == 0 ? where_.connect(*s) : where_.bind(*s);
     return {std::make_unique<zmq_sender>(s), std::make_unique<zmq_receiver>(s)};
   }
 
  private:
-  std::string ep_;
+  rendezvous where_;
 };
 
 class zmq_fanout : public fanout_channel {
  public:
-  zmq_fanout(std::string ep, int subscribers) : ep_(std::move(ep)), subscribers_(subscribers) {}
+  zmq_fanout(const std::string& name, const std::filesystem::path& dir, int subscribers)
+      : where_(name, dir, "zmq-pub"), subscribers_(subscribers) {}
   std::unique_ptr<channel_sender> open_publisher() override {
     auto s = std::make_shared<zmq_socket>(ZMQ_XPUB);
     const int verbose = 1, timeout_ms = 15000;
     zmq_setsockopt(s->get(), ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
     zmq_setsockopt(s->get(), ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
-    s->bind(ep_);
+    where_.bind(*s);
     // One subscription message per subscriber: then every one of them listens.
     for (int seen = 0; seen < subscribers_;) {
       char msg[256];
@@ -131,13 +154,13 @@ class zmq_fanout : public fanout_channel {
   }
   std::unique_ptr<channel_receiver> open_subscriber(int) override {
     auto s = std::make_shared<zmq_socket>(ZMQ_SUB);
-    s->connect(ep_);
+    where_.connect(*s);
     if (zmq_setsockopt(s->get(), ZMQ_SUBSCRIBE, "", 0) != 0) throw_zmq("ZMQ_SUBSCRIBE");
     return std::make_unique<zmq_receiver>(s);
   }
 
  private:
-  std::string ep_;
+  rendezvous where_;
   int subscribers_;
 };
 
@@ -152,12 +175,12 @@ std::string zmq_version() {
 }
 
 std::unique_ptr<pair_channel> make_zmq_pair(const std::string& name, const std::filesystem::path& dir) {
-  return std::make_unique<zmq_pair>(endpoint(name, dir, "zmq-pair"));
+  return std::make_unique<zmq_pair>(name, dir);
 }
 
 std::unique_ptr<fanout_channel> make_zmq_fanout(const std::string& name, const std::filesystem::path& dir,
                                                 int subscribers) {
-  return std::make_unique<zmq_fanout>(endpoint(name, dir, "zmq-pub"), subscribers);
+  return std::make_unique<zmq_fanout>(name, dir, subscribers);
 }
 
 }  // namespace ipcbus::bench

@@ -14,5 +14,6 @@ command add_echo_command(CLI::App& root, const global_options& g);
 command add_pub_command(CLI::App& root, const global_options& g);
 command add_stats_command(CLI::App& root, const global_options& g);
 command add_gc_command(CLI::App& root, const global_options& g);
+command add_bench_command(CLI::App& root, const global_options& g);
 
 }  // namespace ipcbus::cli

@@ -1,0 +1,307 @@
+#include "bench_bus.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "bench.pb.h"
+#include "bench_process.hpp"
+#include "ipcbus/bus.hpp"
+
+namespace ipcbus::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto discovery_timeout = 15s;  // peers find each other well within this
+constexpr auto run_timeout = 60s;        // no single run needs longer
+
+// Completion of a child's measured part, signalled from the io thread.
+class completion {
+ public:
+  void finish(std::string error = {}) {
+    std::lock_guard lock(m_);
+    if (done_) return;
+    done_ = true;
+    error_ = std::move(error);
+    cv_.notify_all();
+  }
+  // The error, or "" when finished in time; `what` names what was awaited.
+  std::string wait(std::chrono::seconds timeout, const std::string& what) {
+    std::unique_lock lock(m_);
+    if (!cv_.wait_for(lock, timeout, [&] { return done_; })) return "timed out waiting for " + what;
+    return error_;
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string error_;
+};
+
+Bus make_bus(const bus_case& c) {
+  bus_options o;
+  o.cfg = bench_config(c.runtime_dir, c.transport, c.mode);
+  return Bus(std::move(o));
+}
+
+// A protobuf payload whose encoding is about `size` bytes: a few scalars and a body.
+BenchPayload make_payload(std::size_t size) {
+  BenchPayload m;
+  m.set_value(0.5);
+  m.set_body(std::string(size > 32 ? size - 28 : 4, 'b'));
+  return m;
+}
+
+// advertise/subscribe, retried when registering failed with ENOENT. Several
+// participants starting at once in a fresh domain can hit a race in the
+// registry: a new Bus's reclaim_stale may take another process's hidden entry
+// (".<id>.tmp") for a dead one in the moment between its creation and its
+// flock, and that process's rename then fails. A later attempt succeeds.
+constexpr int register_attempts = 5;
+
+bool retry_registration(std::error_code ec, int attempt) {
+  return ec == std::errc::no_such_file_or_directory && attempt < register_attempts;
+}
+
+template <class T>
+Publisher<T> advertise(Bus& bus, std::string_view topic) {
+  for (int attempt = 1;; ++attempt) {
+    std::error_code ec;
+    auto p = bus.advertise<T>(topic, ec);
+    if (!ec) return p;
+    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("advertise", topic, ec));
+  }
+}
+
+template <class T, class F>
+Subscriber<T> subscribe(Bus& bus, std::string_view pattern, const F& callback) {
+  for (int attempt = 1;; ++attempt) {
+    std::error_code ec;
+    auto s = bus.subscribe<T>(pattern, callback, ec);
+    if (!ec) return s;
+    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("subscribe", pattern, ec));
+  }
+}
+
+bool is_end(const Bytes& b) { return !b.empty() && b.data()[0] == 'E'; }
+bool is_end(const BenchPayload& m) { return m.kind() == 1; }
+
+// Publishes, retrying while a reliable publish times out (a slow subscriber is
+// not a failure of the bench); gives up after `run_timeout`.
+template <class T>
+std::string publish_patiently(Publisher<T>& pub, const T& m) {
+  const auto give_up = std::chrono::steady_clock::now() + run_timeout;
+  for (;;) {
+    std::error_code ec;
+    pub.publish(m, ec);
+    if (!ec) return {};
+    if (ec != errc::timed_out || std::chrono::steady_clock::now() > give_up) return "publish: " + ec.message();
+  }
+}
+
+template <class T>
+child_report publish_for(const bus_case& c, const throughput_plan& plan, T message) {
+  Bus bus = make_bus(c);
+  auto pub = advertise<T>(bus, "bench/data");
+  child_report r;
+  if (!pub.wait_for_subscribers(static_cast<std::size_t>(plan.subscribers), discovery_timeout)) {
+    r.error = "subscribers did not attach within " + std::to_string(discovery_timeout.count()) + " s";
+    return r;
+  }
+  const auto cpu0 = cpu_time_ns();
+  const auto end = now_ns() + std::chrono::nanoseconds(plan.duration).count();
+  std::uint64_t sent = 0;
+  do {
+    for (int i = 0; i < 64 && r.error.empty(); ++i, ++sent) {
+      if constexpr (std::is_same_v<T, BenchPayload>) {
+        message.set_sequence(sent);
+        message.set_sent_ns(now_ns());
+      }
+      r.error = publish_patiently(pub, message);
+    }
+  } while (r.error.empty() && now_ns() < end);
+  if (!r.error.empty()) return r;
+  if constexpr (std::is_same_v<T, BenchPayload>) {
+    message.set_kind(1);
+  } else {
+    std::string last(message.bytes());
+    last[0] = 'E';
+    message = Bytes(std::move(last));
+  }
+  r.error = publish_patiently(pub, message);
+  pub.close(10s);  // drain: every subscriber must get the end message
+  r.cpu_ns = cpu_time_ns() - cpu0;
+  r.messages = sent;
+  r.hwm_kib = peak_rss_kib();
+  return r;
+}
+
+template <class T>
+child_report count_until_end(const bus_case& c) {
+  Bus bus = make_bus(c);
+  child_report r;
+  completion done;
+  const auto cpu0 = cpu_time_ns();
+  auto sub = subscribe<T>(bus, "bench/data", [&](const T& m, const MessageInfo&) {
+    if (is_end(m)) return done.finish();
+    const auto t = now_ns();
+    if (r.messages++ == 0) r.first_ns = t;
+    r.last_ns = t;
+  });
+  r.error = done.wait(run_timeout, "the end message");
+  sub.close();  // the callback no longer runs: r is ours again
+  r.cpu_ns = cpu_time_ns() - cpu0;
+  r.hwm_kib = peak_rss_kib();
+  return r;
+}
+
+}  // namespace
+
+topic_settings bench_topic_settings(const std::string& transport, wait_mode mode) {
+  topic_settings s;
+  s.transport = transport;
+  s.qos = qos_policy::reliable;  // nothing is lost, so every transport carries the same messages
+  s.depth = 64;
+  s.publish_timeout = std::chrono::milliseconds(1000);
+  // Spin mode needs the shm receiver's busy-poll key, which the core does not
+  // have yet; the runner only asks for sleep mode until then.
+  (void)mode;
+  return s;
+}
+
+config bench_config(const std::filesystem::path& runtime_dir, const std::string& transport, wait_mode mode) {
+  config cfg;
+  cfg.domain = scratch_dir::domain();
+  cfg.runtime_dir = runtime_dir;
+  cfg.defaults = bench_topic_settings(transport, mode);
+  cfg.topics.push_back({"bench/#", bench_topic_settings(transport, mode), 0});
+  cfg.source = "<ipcbus bench: " + transport + ", " + to_string(mode) + ">";
+  return cfg;
+}
+
+child_report run_bus_ping(const bus_case& c, const pingpong_plan& plan, load_control* load) {
+  Bus bus = make_bus(c);
+  auto pub = advertise<Bytes>(bus, "bench/ping");
+  const std::string payload(plan.size, 'D');
+  const Bytes out = Bytes::view(payload);
+  const int total = plan.warmup + plan.count;
+  child_report r;
+  r.samples_ns.reserve(static_cast<std::size_t>(plan.count));
+  completion done;
+  int received = 0;
+  std::int64_t t0 = 0;
+  // The whole exchange runs in the callback on the io thread: the reply to one
+  // ping sends the next, so no thread hand-off is measured that a service
+  // answering from its callback would not pay.
+  auto sub = subscribe<Bytes>(bus, "bench/pong", [&](const Bytes&, const MessageInfo&) {
+    const auto t = now_ns();
+    if (received >= plan.warmup) r.samples_ns.push_back((t - t0) / 2);
+    if (++received == total) return done.finish();
+    std::error_code ec;
+    t0 = now_ns();
+    pub.publish(out, ec);
+    if (ec) done.finish("publish: " + ec.message());
+  });
+  if (!pub.wait_for_subscribers(1, discovery_timeout) || !sub.wait_for_publishers(1, discovery_timeout)) {
+    r.error = "the pong side did not attach within " + std::to_string(discovery_timeout.count()) + " s";
+    return r;
+  }
+  if (load) {
+    const auto give_up = std::chrono::steady_clock::now() + discovery_timeout;
+    while (!load->running.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+    if (!load->running.load()) {
+      load->stop = 1;
+      r.error = "the load publisher did not start";
+      return r;
+    }
+  }
+  const auto cpu0 = cpu_time_ns();
+  t0 = now_ns();
+  std::error_code ec;
+  pub.publish(out, ec);
+  r.error = ec ? "publish: " + ec.message() : done.wait(run_timeout, "the replies");
+  sub.close();
+  r.cpu_ns = cpu_time_ns() - cpu0;
+  r.messages = static_cast<std::uint64_t>(received);
+  r.hwm_kib = peak_rss_kib();
+  if (load) load->stop = 1;
+  return r;
+}
+
+child_report run_bus_pong(const bus_case& c, const pingpong_plan& plan, bool with_load) {
+  Bus bus = make_bus(c);
+  auto pub = advertise<Bytes>(bus, "bench/pong");
+  const int total = plan.warmup + plan.count;
+  completion done;
+  int echoed = 0;
+  std::int64_t cpu0 = 0;
+  auto sub = subscribe<Bytes>(bus, "bench/ping", [&](const Bytes& in, const MessageInfo&) {
+    if (echoed == 0) cpu0 = cpu_time_ns();
+    std::error_code ec;
+    pub.publish(in, ec);
+    if (ec) return done.finish("publish: " + ec.message());
+    if (++echoed == total) done.finish();
+  });
+  std::uint64_t load_messages = 0;
+  Subscriber<Bytes> load;
+  if (with_load) load = subscribe<Bytes>(bus, "bench/load", [&](const Bytes&, const MessageInfo&) { ++load_messages; });
+  child_report r;
+  r.error = done.wait(run_timeout + discovery_timeout, "pings");
+  sub.close();
+  load.close();
+  r.cpu_ns = cpu_time_ns() - cpu0;
+  r.messages = static_cast<std::uint64_t>(echoed);
+  pub.close(5s);  // the last reply must leave before the bus goes
+  r.hwm_kib = peak_rss_kib();
+  return r;
+}
+
+child_report run_bus_publisher(const bus_case& c, const throughput_plan& plan, payload_kind payload) {
+  if (payload == payload_kind::protobuf) return publish_for(c, plan, make_payload(plan.size));
+  return publish_for(c, plan, Bytes(std::string(plan.size, 'D')));
+}
+
+child_report run_bus_subscriber(const bus_case& c, const throughput_plan&, payload_kind payload) {
+  return payload == payload_kind::protobuf ? count_until_end<BenchPayload>(c) : count_until_end<Bytes>(c);
+}
+
+child_report run_bus_loader(const bus_case& c, std::size_t size, double rate, load_control& load) {
+  Bus bus = make_bus(c);
+  auto pub = advertise<Bytes>(bus, "bench/load");
+  child_report r;
+  if (!pub.wait_for_subscribers(1, discovery_timeout)) {
+    r.error = "the pong side did not subscribe to the load";
+    return r;
+  }
+  const std::string payload(size, 'L');
+  const Bytes out = Bytes::view(payload);
+  load.running = 1;
+  const auto cpu0 = cpu_time_ns();
+  const auto start = now_ns();
+  const auto give_up = start + std::chrono::nanoseconds(run_timeout + discovery_timeout).count();
+  // Paced by the clock: message i is due at start + i / rate; sleep when ahead.
+  while (!load.stop.load() && now_ns() < give_up) {
+    const auto due = start + static_cast<std::int64_t>(static_cast<double>(r.messages) * 1e9 / rate);
+    const auto ahead = due - now_ns();
+    if (ahead > 50'000) {
+      std::this_thread::sleep_for(std::chrono::nanoseconds(ahead));
+      continue;
+    }
+    std::error_code ec;
+    pub.publish(out, ec);
+    if (ec && ec != errc::timed_out) {
+      r.error = "publish: " + ec.message();
+      break;
+    }
+    ++r.messages;
+  }
+  r.cpu_ns = cpu_time_ns() - cpu0;
+  r.hwm_kib = peak_rss_kib();
+  pub.close(std::chrono::milliseconds(0));
+  return r;
+}
+
+}  // namespace ipcbus::bench

@@ -72,11 +72,6 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
     auto self = weak.lock();
     return self ? self->history_snapshot() : std::vector<frame_ptr>{};
   };
-  std::error_code stats_ec;
-  core->stats_ = stats_block::create(bus->domain_dir / (id_to_hex(core->id_) + ".stats"), stats_ec);
-  core->endpoint_ = t->listen(*bus->io, opts, ec);
-  if (ec) return nullptr;
-
   Participant info;
   info.set_id(core->id_);
   info.set_role(ROLE_PUBLISHER);
@@ -86,7 +81,6 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
     std::set<std::string> seen;
     add_file(descriptor->file(), seen, *info.mutable_descriptors());
   }
-  info.set_endpoint(core->endpoint_->uri());
   info.set_transport(core->settings_.transport);
   info.set_pid(::getpid());
   info.set_host(bus->host);
@@ -95,9 +89,23 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
   info.set_history(core->settings_.history);
   info.set_max_message(core->settings_.max_message);
   info.set_created_ns(now_ns());
+  // The flocked entry first, without an endpoint (subscribers skip it): every
+  // <id>.* file the stats block and the transport create after it is then
+  // reclaimed with it, should this process die before it is done.
   core->registration_ = registration::create(bus->domain_dir, info, ec);
+  if (ec) return nullptr;
+  std::error_code stats_ec;
+  core->stats_ = stats_block::create(bus->domain_dir / (id_to_hex(core->id_) + ".stats"), stats_ec);
+  core->endpoint_ = t->listen(*bus->io, opts, ec);
+  if (ec) {
+    core->registration_.reset();  // removes the entry and whatever <id>.* exists
+    return nullptr;
+  }
+  info.set_endpoint(core->endpoint_->uri());
+  core->registration_->update(info, ec);
   if (ec) {
     core->endpoint_->close();
+    core->registration_.reset();
     return nullptr;
   }
   std::lock_guard lock(bus->subscribers_mutex);

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -40,16 +42,22 @@ std::error_code write_all(int fd, const std::string& data) {
 
 // Removes `<id>.*` in dir (the prefix is everything before the first dot).
 void remove_owned_files(const fs::path& dir, const std::string& id_hex,
-                        std::vector<fs::path>* removed) {
+                        std::vector<fs::path>* removed, const std::string& except = {}) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.size() > id_hex.size() && name.compare(0, id_hex.size(), id_hex) == 0 &&
-        name[id_hex.size()] == '.') {
+        name[id_hex.size()] == '.' && name != except) {
       std::error_code rm_ec;
       if (fs::remove(e.path(), rm_ec) && removed) removed->push_back(e.path());
     }
   }
+}
+
+bool older_than(const fs::path& path, std::chrono::seconds age) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  return ::time(nullptr) - st.st_mtime > age.count();
 }
 
 }  // namespace
@@ -91,21 +99,24 @@ std::string id_to_hex(std::uint64_t id) {
   return buf;
 }
 
-std::unique_ptr<registration> registration::create(const fs::path& dir, const Participant& info,
-                                                   std::error_code& ec) {
-  const std::string id_hex = id_to_hex(info.id());
-  const char* suffix = info.role() == ROLE_PUBLISHER ? ".pub" : ".sub";
+namespace {
+
+// Writes `info` under the hidden name `.<id>.tmp`, locked, and renames it to
+// `entry`: readers never see a partial entry, and the lock (on the inode) is
+// held before the name appears. Returns the locked descriptor, or -1 and `ec`.
+int write_locked_entry(const fs::path& dir, const std::string& id_hex, const Participant& info,
+                       const fs::path& entry, std::error_code& ec) {
   const fs::path tmp = dir / ("." + id_hex + ".tmp");
-  const fs::path entry = dir / (id_hex + suffix);
-  // Write under a hidden name, lock, then rename: readers never see a partial entry,
-  // and the lock (on the inode) is already held when the name appears.
   const int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) { ec = {errno, std::system_category()}; return nullptr; }
+  if (fd < 0) {
+    ec = {errno, std::system_category()};
+    return -1;
+  }
   auto fail = [&](int err) {
     ::close(fd);
     ::unlink(tmp.c_str());
     ec = {err, std::system_category()};
-    return nullptr;
+    return -1;
   };
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return fail(errno);
   std::string bytes;
@@ -113,12 +124,34 @@ std::unique_ptr<registration> registration::create(const fs::path& dir, const Pa
   if (auto wec = write_all(fd, bytes)) return fail(wec.value());
   if (::rename(tmp.c_str(), entry.c_str()) != 0) return fail(errno);
   ec.clear();
+  return fd;
+}
+
+}  // namespace
+
+std::unique_ptr<registration> registration::create(const fs::path& dir, const Participant& info,
+                                                   std::error_code& ec) {
+  const std::string id_hex = id_to_hex(info.id());
+  const fs::path entry = dir / (id_hex + (info.role() == ROLE_PUBLISHER ? ".pub" : ".sub"));
+  const int fd = write_locked_entry(dir, id_hex, info, entry, ec);
+  if (fd < 0) return nullptr;
   return std::unique_ptr<registration>(new registration(dir, info.id(), entry, fd));
 }
 
+void registration::update(const Participant& info, std::error_code& ec) {
+  // The new inode is locked before it replaces the old one, whose lock we hold
+  // until then: the entry is never seen unlocked.
+  const int fd = write_locked_entry(dir_, id_to_hex(id_), info, entry_path_, ec);
+  if (fd < 0) return;
+  ::close(fd_);
+  fd_ = fd;
+}
+
 registration::~registration() {
+  // The entry last: it is what a reclaim finds the other files by, should we
+  // be killed half-way through.
+  remove_owned_files(dir_, id_to_hex(id_), nullptr, entry_path_.filename().string());
   ::unlink(entry_path_.c_str());
-  remove_owned_files(dir_, id_to_hex(id_), nullptr);
   ::close(fd_);
 }
 
@@ -154,15 +187,19 @@ std::vector<fs::path> reclaim_stale(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (is_entry_name(name) && entry_is_stale(e.path())) stale_entries.push_back(e.path());
-    // Hidden temporaries of a participant that died while registering.
-    if (name.starts_with(".") && name.ends_with(".tmp") && entry_is_stale(e.path())) {
+    // Hidden temporaries of a participant that died while registering. A live
+    // one holds no lock for an instant (between open and flock): young ones stay.
+    if (name.starts_with(".") && name.ends_with(".tmp") && entry_is_stale(e.path()) &&
+        older_than(e.path(), std::chrono::seconds(10))) {
       std::error_code rm_ec;
       if (fs::remove(e.path(), rm_ec)) removed.push_back(e.path());
     }
   }
   for (const auto& entry : stale_entries) {
     const std::string name = entry.filename().string();
-    remove_owned_files(dir, name.substr(0, name.find('.')), &removed);
+    remove_owned_files(dir, name.substr(0, name.find('.')), &removed, name);
+    std::error_code rm_ec;  // the entry last, as in ~registration
+    if (fs::remove(entry, rm_ec)) removed.push_back(entry);
   }
   return removed;
 }

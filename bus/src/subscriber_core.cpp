@@ -32,8 +32,6 @@ std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_sta
   }
   if (bus->closed) { ec = make_error_code(errc::closed); return nullptr; }
   auto core = std::make_shared<subscriber_core>(bus, std::string(pattern), type_name, std::move(handler));
-  std::error_code stats_ec;
-  core->stats_ = stats_block::create(bus->domain_dir / (id_to_hex(core->id_) + ".stats"), stats_ec);
   Participant info;
   info.set_id(core->id_);
   info.set_role(ROLE_SUBSCRIBER);
@@ -42,8 +40,12 @@ std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_sta
   info.set_pid(::getpid());
   info.set_host(bus->host);
   info.set_depth(core->settings_.depth);
+  // The flocked entry first: every <id>.* file made after it is reclaimed with
+  // it should this process die now.
   core->registration_ = registration::create(bus->domain_dir, info, ec);
   if (ec) return nullptr;
+  std::error_code stats_ec;
+  core->stats_ = stats_block::create(bus->domain_dir / (id_to_hex(core->id_) + ".stats"), stats_ec);
   bus->add_subscriber(core);
   return core;
 }
@@ -58,6 +60,7 @@ void subscriber_core::rescan() {
   for (const auto& pub : list_participants(bus_->domain_dir)) {
     if (pub.info.role() != ROLE_PUBLISHER || links_.count(pub.info.id()) || refused_.count(pub.info.id()))
       continue;
+    if (pub.info.endpoint().empty()) continue;  // still setting up: its entry is rewritten when it listens
     if (!topic_matches(pattern_, pub.info.topic())) continue;
     log_line(log_level::debug, "subscription '" + pattern_ + "': connecting to " + pub.info.endpoint());
     connect_to(pub);

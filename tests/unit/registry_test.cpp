@@ -124,3 +124,39 @@ BOOST_AUTO_TEST_CASE(transports_are_found_by_uri_scheme) {
   BOOST_TEST(reg.find("unix") == nullptr);
   BOOST_TEST(reg.schemes().empty());
 }
+
+BOOST_AUTO_TEST_CASE(update_replaces_the_entry_and_keeps_it_locked) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  auto info = publisher_info("a/b");
+  std::error_code ec;
+  auto reg = ipcbus::registration::create(dir, info, ec);
+  BOOST_REQUIRE(!ec);
+  auto listed = ipcbus::list_participants(dir);
+  BOOST_REQUIRE(listed.size() == 1u);
+  BOOST_TEST(listed[0].info.endpoint().empty());  // not listening yet: subscribers skip it
+  info.set_endpoint("unix:///somewhere");
+  reg->update(info, ec);
+  BOOST_REQUIRE(!ec);
+  listed = ipcbus::list_participants(dir);
+  BOOST_REQUIRE(listed.size() == 1u);
+  BOOST_TEST(listed[0].info.endpoint() == "unix:///somewhere");
+  BOOST_TEST(listed[0].alive);
+  BOOST_TEST(!ipcbus::entry_is_stale(reg->entry_path()));
+  BOOST_TEST(ipcbus::reclaim_stale(dir).empty());
+}
+
+// A participant's temporary is unlocked for an instant between its open and its
+// flock; a reclaim running just then must not take it for a dead one's.
+BOOST_AUTO_TEST_CASE(a_young_unlocked_temporary_is_left_alone_an_old_one_reclaimed) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  const fs::path tmp = dir / ".0123456789abcdef.tmp";
+  std::ofstream(tmp) << "partial";
+  ipcbus::reclaim_stale(dir);
+  BOOST_TEST(fs::exists(tmp));
+  fs::last_write_time(tmp, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  const auto removed = ipcbus::reclaim_stale(dir);
+  BOOST_TEST(!fs::exists(tmp));
+  BOOST_TEST(removed.size() == 1u);
+}

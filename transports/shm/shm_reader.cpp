@@ -210,8 +210,10 @@ ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, co
   if (ec == errc::peer_gone) {
     if (overrun(c)) return step::lapped;
     // Unlinked by the publisher before we got to it (we attached in between, or
-    // it closed without draining): a loss, which shows as a sequence gap.
-    if (ref.blob_id < hdr_->blobs_released.load(std::memory_order_acquire) || hdr_->closed.load() != 0) {
+    // it closed without draining), or reclaimed after it died: a loss, which
+    // shows as a sequence gap.
+    if (ref.blob_id < hdr_->blobs_released.load(std::memory_order_acquire) || hdr_->closed.load() != 0 ||
+        layout::process_gone(owner_)) {
       commit(c, next);
       return step::retry;
     }

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -213,9 +215,25 @@ void unlink_all(publisher_segments& segs, bool dry_run, std::vector<std::string>
     if (dry_run || ::shm_unlink(n.c_str()) == 0) removed.push_back(n);
 }
 
+// A ring whose magic was never written although it was created long ago: its
+// publisher died while building it (that takes milliseconds). Nothing in it
+// names an owner, so age is all there is to go by.
+bool abandoned_unbuilt(const std::string& ring) {
+  constexpr auto build_time_limit = std::chrono::seconds(60);
+  struct stat st {};
+  std::string path = "/dev/shm";
+  path += ring;
+  if (::stat(path.c_str(), &st) != 0 || ::time(nullptr) - st.st_mtime < build_time_limit.count()) return false;
+  mapped_segment m;
+  open_request req{ring, false, sizeof(layout::ring_header), std::size_t{1} << 40, false};
+  if (open_segment(req, security_settings{}, m)) return false;
+  return reinterpret_cast<const layout::ring_header*>(m.data())->magic.load(std::memory_order_acquire) == 0;
+}
+
 bool owner_gone(const std::string& ring) {
   const std::uint32_t owner = ring_owner(ring);
-  return owner != 0 && layout::process_gone(owner);  // 0: unreadable or still being built
+  if (owner == 0) return abandoned_unbuilt(ring);  // unreadable, or still (or never) built
+  return layout::process_gone(owner);
 }
 
 }  // namespace

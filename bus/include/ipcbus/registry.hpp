@@ -42,6 +42,9 @@ class registration {
   static std::unique_ptr<registration> create(const std::filesystem::path& domain_dir,
                                               const Participant& info, std::error_code& ec);
   ~registration();
+  // Replaces the entry's contents atomically (readers see the old or the new
+  // one, never a mix); the entry stays locked throughout.
+  void update(const Participant& info, std::error_code& ec);
   registration(const registration&) = delete;
   registration& operator=(const registration&) = delete;
   const std::filesystem::path& entry_path() const { return entry_path_; }

@@ -55,35 +55,14 @@ BenchPayload make_payload(std::size_t size) {
   return m;
 }
 
-// advertise/subscribe, retried when registering failed with ENOENT. Several
-// participants starting at once in a fresh domain can hit a race in the
-// registry: a new Bus's reclaim_stale may take another process's hidden entry
-// (".<id>.tmp") for a dead one in the moment between its creation and its
-// flock, and that process's rename then fails. A later attempt succeeds.
-constexpr int register_attempts = 5;
-
-bool retry_registration(std::error_code ec, int attempt) {
-  return ec == std::errc::no_such_file_or_directory && attempt < register_attempts;
-}
-
 template <class T>
 Publisher<T> advertise(Bus& bus, std::string_view topic) {
-  for (int attempt = 1;; ++attempt) {
-    std::error_code ec;
-    auto p = bus.advertise<T>(topic, ec);
-    if (!ec) return p;
-    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("advertise", topic, ec));
-  }
+  return bus.advertise<T>(topic);
 }
 
 template <class T, class F>
 Subscriber<T> subscribe(Bus& bus, std::string_view pattern, const F& callback) {
-  for (int attempt = 1;; ++attempt) {
-    std::error_code ec;
-    auto s = bus.subscribe<T>(pattern, callback, ec);
-    if (!ec) return s;
-    if (!retry_registration(ec, attempt)) throw std::system_error(ec, Bus::describe_failure("subscribe", pattern, ec));
-  }
+  return bus.subscribe<T>(pattern, callback);
 }
 
 bool is_end(const Bytes& b) { return !b.empty() && b.data()[0] == 'E'; }
@@ -166,9 +145,9 @@ topic_settings bench_topic_settings(const std::string& transport, wait_mode mode
   s.qos = qos_policy::reliable;  // nothing is lost, so every transport carries the same messages
   s.depth = 64;
   s.publish_timeout = std::chrono::milliseconds(1000);
-  // Spin mode needs the shm receiver's busy-poll key, which the core does not
-  // have yet; the runner only asks for sleep mode until then.
-  (void)mode;
+  // Spin: receivers never sleep (busy_poll), as the raw-spin baseline's do.
+  // Only shm:// honours it; other transports always wait in the kernel.
+  s.busy_poll = mode == wait_mode::spin;
   return s;
 }
 

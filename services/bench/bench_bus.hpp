@@ -19,9 +19,8 @@
 namespace ipcbus::bench {
 
 // The settings the bench topics get on one transport in one wait mode. This is
-// the one place where a transport+mode becomes configuration: a receiver
-// busy-poll key for shm belongs here once the core has it (until then the bench
-// measures shm in sleep mode only).
+// the one place where a transport+mode becomes configuration: spin mode makes
+// the receivers busy-poll (busy_poll, honoured by shm://).
 topic_settings bench_topic_settings(const std::string& transport, wait_mode mode);
 
 // A config for the domain scratch_dir::domain() under `runtime_dir` with one

@@ -29,6 +29,7 @@ std::vector<candidate> all_candidates(bool have_zmq) {
   // raw baseline below exists: {name, bus, mode, baseline, zmq peer, family}.
 #ifdef IPCBUS_HAVE_SHM
       {"shm", k::bus, sleep, "raw-futex", "zmq-ipc", "shm"},
+      {"shm", k::bus, wait_mode::spin, "raw-spin", "zmq-ipc", "shm"},  // busy-polling receivers
 #endif
 #ifdef IPCBUS_HAVE_SOCKET
       {"unix", k::bus, sleep, "raw-unix", "zmq-ipc", "unix"},

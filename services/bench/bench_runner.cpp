@@ -152,6 +152,11 @@ class runner {
             for (const auto& c : result_.candidates) {
               const auto mine = sizes_for(w, c);
               if (std::find(mine.begin(), mine.end(), size) == mine.end()) continue;
+              // Busy-polling receivers take a core each: beyond one (plus the
+              // sender) they only measure how a 2-core machine time-slices.
+              if (c.kind == candidate_kind::bus && c.mode == wait_mode::spin &&
+                  (subs > 1 || w == workload::loaded))
+                continue;
               if (payload == payload_kind::protobuf) {
                 // Protobuf against Bytes at the smallest size: what encoding costs per message.
                 if (w == workload::throughput && c.kind == candidate_kind::bus && size == all_sizes.front())
@@ -305,7 +310,7 @@ class runner {
     const auto& k = c.rec.key;
     for (const auto& other : cases_) {
       const auto& ok = other.rec.key;
-      if (ok.what == workload::throughput && ok.transport == k.transport && ok.size == k.size &&
+      if (ok.what == workload::throughput && ok.transport == k.transport && ok.mode == k.mode && ok.size == k.size &&
           ok.subscribers == 1 && ok.payload == payload_kind::bytes && !other.rec.rounds.empty()) {
         std::vector<std::optional<double>> v;
         for (const auto& r : other.rec.rounds) v.push_back(r.msgs_per_s);
@@ -313,7 +318,7 @@ class runner {
       }
     }
     // Throughput was not part of this run: measure it once, unreported.
-    auto& known = capacities_[k.transport + "/" + std::to_string(k.size)];
+    auto& known = capacities_[k.transport + "/" + to_string(k.mode) + "/" + std::to_string(k.size)];
     if (known > 0) return known;
     planned_case probe = c;
     figures f;

@@ -28,7 +28,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plai
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
 inline constexpr std::uint64_t blob_magic = 0x31424f4c42535049ull;  // "IPSBLOB1"
-inline constexpr std::uint32_t version = 1;
+inline constexpr std::uint32_t version = 2;
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is
@@ -82,12 +82,18 @@ inline constexpr std::uint64_t freed_state(std::uint64_t s) {
 // publisher evicting a dead owner); cursor is advanced by the owner with a CAS
 // and by a drop_oldest publisher with a CAS when it laps the owner, so that a
 // record is either consumed or counted as dropped, never both.
+//
+// The cursor has a cache line of its own: the owner writes it for every record,
+// while the publisher reads state and waiting for every record and the cursor
+// only when it runs short of room. Sharing one line would move it between the
+// two cores twice per message.
 struct alignas(64) slot {
   std::atomic<std::uint64_t> state;
-  std::atomic<std::uint64_t> cursor;   // absolute position of the next record to read
   std::atomic<std::uint32_t> waiting;  // 1 while the owner sleeps on data_futex
   std::atomic<std::uint32_t> started;  // 1 once the owner consumed its first frame
+  alignas(64) std::atomic<std::uint64_t> cursor;  // absolute position of the next record to read
 };
+static_assert(sizeof(slot) == 128);
 
 struct alignas(64) ring_header {
   std::atomic<std::uint64_t> magic;  // written last, when everything else is in place

@@ -91,18 +91,29 @@ std::size_t ring_publisher::active_count() const {
 // True when writing `at` overwrites nothing a live subscriber has yet to read
 // and leaves nobody more than `depth` frames behind. seq_cst loads: they pair
 // with a reader's CAS and its check of publisher_waiting (no lost wake-up).
+//
+// A cursor only moves forward while its slot keeps the same state, so the
+// value seen last is a safe underestimate: the cursor's cache line (which the
+// reader writes for every record) is read again only when that value says
+// there is no room.
 bool ring_publisher::room_for(const placement& at) const {
   const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
-  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
-    const layout::slot& s = slot_at(i);
-    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
-    const std::uint64_t c = s.cursor.load();
-    if (c > tail_) continue;  // nonsense from a broken reader: it cannot hold us up
+  const auto fits = [&](std::uint64_t c) {
+    if (c > tail_) return true;  // nonsense from a broken reader: it cannot hold us up
     if (c < oldest_kept) return false;
     // Every record takes at least min_record bytes: a reader closer than depth
     // of those cannot be depth frames behind, and the index need not be searched.
-    if ((tail_ - c) / min_record + 1 > options_.settings.depth && pending(c) + 1 > options_.settings.depth)
-      return false;
+    return (tail_ - c) / min_record + 1 <= options_.settings.depth || pending(c) + 1 <= options_.settings.depth;
+  };
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const layout::slot& s = slot_at(i);
+    const std::uint64_t st = s.state.load();
+    if (layout::slot_phase(st) != layout::phase_active) continue;
+    auto& [seen_state, seen_cursor] = cursors_seen_[i];
+    if (seen_state == st && fits(seen_cursor)) continue;
+    seen_state = st;
+    seen_cursor = s.cursor.load();
+    if (!fits(seen_cursor)) return false;
   }
   return true;
 }

@@ -123,6 +123,8 @@ class ring_publisher {
   std::uint64_t next_blob_id_ = 1;
   std::uint64_t history_pos_ = 0;
   std::array<std::uint64_t, layout::slot_count> seen_{};  // active slot states at the last maintain
+  // (slot state, its cursor) as room_for last read them; see there.
+  mutable std::array<std::pair<std::uint64_t, std::uint64_t>, layout::slot_count> cursors_seen_{};
   clock::time_point last_eviction_check_{};
   std::array<std::pair<std::uint64_t, clock::time_point>, layout::slot_count> newcomers_{};
   endpoint_counters counters_;

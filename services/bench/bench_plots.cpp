@@ -65,10 +65,14 @@ std::string write_plots(const fs::path& dir, const run_result& run) {
   for (const auto& r : run.records) {
     if (r.key.payload != payload_kind::bytes) continue;
     const auto& m = r.median;
+    // A bus transport measured in both modes is two series ("shm", "shm-spin");
+    // the raw baselines carry their mode in their name already.
+    const bool spin_series = r.key.mode == wait_mode::spin && !r.key.transport.starts_with("raw-");
+    const std::string series = r.key.transport + (spin_series ? "-spin" : "");
     if (r.key.what == workload::pingpong && m.p50_ns && m.p99_ns)
-      latency[r.key.transport] << r.key.size << ' ' << *m.p50_ns << ' ' << *m.p99_ns << '\n';
+      latency[series] << r.key.size << ' ' << *m.p50_ns << ' ' << *m.p99_ns << '\n';
     if (r.key.what == workload::throughput && m.msgs_per_s)
-      throughput[r.key.size][r.key.transport] << r.key.subscribers << ' ' << *m.msgs_per_s << '\n';
+      throughput[r.key.size][series] << r.key.subscribers << ' ' << *m.msgs_per_s << '\n';
   }
   auto write = [&](const std::string& name, const std::string& text) {
     std::ofstream(dir / name) << text;

@@ -45,10 +45,13 @@ void bus_state::run_io() {
 void bus_state::spin_until_idle() {
   using clock = std::chrono::steady_clock;
   // Asio's poll() costs a system call (epoll_wait with no timeout): do it only
-  // every so many idle rounds, so spinning on the rings stays cheap and other
-  // handlers (timers, discovery) still run within microseconds.
+  // every so many idle rounds, so spinning on the rings stays cheap, and at
+  // least every io_poll_interval under traffic, so that other handlers (other
+  // transports' links, timers, discovery, shutdown) are never starved.
   constexpr unsigned rounds_per_io_poll = 64;
+  constexpr auto io_poll_interval = std::chrono::microseconds(50);
   clock::time_point idle_since{};
+  clock::time_point last_io_poll = clock::now();
   for (unsigned round = 1;; ++round) {
     bool worked = false;
     // By index: a delivered frame's handler may subscribe and so append to
@@ -56,7 +59,8 @@ void bus_state::spin_until_idle() {
     for (std::size_t i = 0; i < pollers.size(); ++i) worked = pollers[i]->poll() || worked;
     std::erase_if(pollers, [](const auto& p) { return p->finished(); });
     if (pollers.empty()) return;
-    if (round % rounds_per_io_poll == 0) {
+    if (round % rounds_per_io_poll == 0 || (worked && clock::now() - last_io_poll >= io_poll_interval)) {
+      last_io_poll = clock::now();
       if (io->poll() > 0) worked = true;
       if (io->stopped()) return;
     }

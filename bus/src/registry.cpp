@@ -158,7 +158,15 @@ registration::~registration() {
 bool entry_is_stale(const fs::path& entry) {
   const int fd = ::open(entry.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;  // gone already: nothing to reclaim through it
-  const bool stale = ::flock(fd, LOCK_SH | LOCK_NB) == 0;
+  bool stale = ::flock(fd, LOCK_SH | LOCK_NB) == 0;
+  if (stale) {
+    // registration::update replaces the entry with a new, locked inode and then
+    // unlocks the old one: an old inode opened just before is unlocked but not
+    // stale. Only the inode the name still points to counts.
+    struct stat opened {}, named {};
+    stale = ::fstat(fd, &opened) == 0 && ::stat(entry.c_str(), &named) == 0 && opened.st_dev == named.st_dev &&
+            opened.st_ino == named.st_ino;
+  }
   ::close(fd);
   return stale;
 }

@@ -18,6 +18,9 @@
 #include <random>
 #include <thread>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include "ipcbus/registry.hpp"
 #include "test_support.hpp"
 
@@ -302,4 +305,32 @@ BOOST_AUTO_TEST_CASE(drop_oldest_callbacks_get_a_checked_copy) {
   pub.publish(ipcbus::Bytes("one"));
   BOOST_REQUIRE(eventually([&] { return copies.load() == 1; }));
   BOOST_TEST(in_ring.load() == 0);
+}
+
+// A busy-polling subscriber notices a SIGKILLed publisher too, both when the
+// bus's io thread polls it and when the link's own thread spins (an
+// io_context the application runs).
+BOOST_AUTO_TEST_CASE(busy_polling_subscribers_notice_a_sigkilled_publisher) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, busy_poll: true }\n";
+  const auto cfg = d.write_config(yaml);
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  {
+    ipcbus::Bus own(d.options(yaml));
+    ipcbus::Bus external(io, d.options(yaml));
+    std::atomic<int> got_own{0}, got_external{0};
+    auto s1 = own.subscribe<Sample>("poll/x", [&](const Sample&, const ipcbus::MessageInfo&) { ++got_own; });
+    auto s2 = external.subscribe<Sample>("poll/x", [&](const Sample&, const ipcbus::MessageInfo&) { ++got_external; });
+    child_process pub(peer, {"publish", cfg.string(), "poll/x", "1000000", "16", "1", "2"});
+    BOOST_REQUIRE(eventually([&] { return got_own.load() > 0 && got_external.load() > 0; }));
+    pub.signal(SIGKILL);
+    pub.wait(10s);
+    BOOST_TEST(eventually([&] { return s1.publisher_count() == 0u; }));
+    BOOST_TEST(eventually([&] { return s2.publisher_count() == 0u; }));
+  }
+  work.reset();
+  io.stop();
+  runner.join();
 }

@@ -162,7 +162,7 @@ void shm_link_state::waker_loop() {
       if (stop_) return;
     }
     while (!stop_) {
-      const bool gone = reader_->publisher_gone();
+      const bool gone = publisher_gone_.load() || reader_->publisher_gone();
       if (gone || reader_->data_available()) {
         if (gone) publisher_gone_.store(true);
         {
@@ -184,9 +184,14 @@ bool shm_link_state::spin_for_data() {
   for (unsigned n = 1; !stop_.load(std::memory_order_relaxed); ++n) {
     if (reader_->data_available()) return true;
     detail::cpu_relax();
-    // Busy polling still checks now and then whether the publisher is gone.
-    if (n % 1024 == 0 && (busy_poll_ ? reader_->publisher_gone() : std::chrono::steady_clock::now() >= until))
-      return busy_poll_;
+    if (n % 1024 != 0) continue;
+    // Busy polling still checks now and then whether the publisher is gone; the
+    // check is throttled, so its answer is kept rather than asked again.
+    if (busy_poll_ && reader_->publisher_gone()) {
+      publisher_gone_.store(true);
+      return true;
+    }
+    if (!busy_poll_ && std::chrono::steady_clock::now() >= until) return false;
   }
   return false;
 }

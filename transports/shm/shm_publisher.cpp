@@ -134,7 +134,7 @@ std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock
       std::this_thread::yield();
       lock.lock();
     } else {
-      sleep_for_space(lock, deadline);
+      sleep_for_space(lock, deadline, [&] { return room_for(at); });
     }
     if (closed_) return make_error_code(errc::closed);
   }
@@ -143,13 +143,19 @@ std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock
 
 // Sleeps on space_futex until a reader moves its cursor (or a short timeout).
 // Readers post only while publisher_waiting is set, so they pay no syscall otherwise.
-void ring_publisher::sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline) {
-  const std::uint32_t seen = hdr_->space_futex.load();
+void ring_publisher::sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline,
+                                     const std::function<bool()>& ready) {
+  // Flag first, then the futex word, then look once more: a reader that moved
+  // its cursor after our last look either sees the flag (and bumps the word,
+  // so the wait returns at once) or moved before this re-check, which sees it.
   hdr_->publisher_waiting.store(1);
-  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now());
-  lock.unlock();
-  layout::futex_wait(hdr_->space_futex, seen, std::min<std::chrono::nanoseconds>(left, max_sleep));
-  lock.lock();
+  const std::uint32_t seen = hdr_->space_futex.load();
+  if (!ready()) {
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now());
+    lock.unlock();
+    layout::futex_wait(hdr_->space_futex, seen, std::min<std::chrono::nanoseconds>(left, max_sleep));
+    lock.lock();
+  }
   hdr_->publisher_waiting.store(0);
 }
 
@@ -296,8 +302,20 @@ void ring_publisher::announce(const placement& at) {
     hdr_->history_start.store(history_pos_, std::memory_order_release);
   }
   intent_ = std::max(intent_, at.end);
-  hdr_->tail_intent.store(intent_, std::memory_order_release);
+  hdr_->tail_intent.store(intent_);  // seq_cst: ordered before the slot scan below
   std::atomic_thread_fence(std::memory_order_release);
+  // A subscriber that took its start (history_start) before this announcement
+  // but went active after room_for looked at the slots would read the bytes
+  // about to change. Either it sees the new tail_intent after going active and
+  // moves itself (ring_reader::claim_slot), or we see it active here.
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    layout::slot& s = slot_at(i);
+    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
+    std::uint64_t c = s.cursor.load();
+    // Only a newcomer can be there (room_for and make_room keep the others out):
+    // frames from before it attached, never counted as its losses.
+    if (c < oldest_kept) s.cursor.compare_exchange_strong(c, head);
+  }
 }
 
 std::error_code ring_publisher::commit_reserved() {
@@ -393,7 +411,11 @@ void ring_publisher::trim() {
     ::shm_unlink(blob_name(name_, b.blob_id).c_str());
     blobs_.pop_front();
   }
-  hdr_->blobs_released.store(blobs_.empty() ? next_blob_id_ : blobs_.front().blob_id, std::memory_order_release);
+  // Not past a side segment still being filled (a reservation): readers take
+  // ids below blobs_released for unlinked ones.
+  std::uint64_t released = blobs_.empty() ? next_blob_id_ : blobs_.front().blob_id;
+  if (pending_.blob_id) released = std::min(released, pending_.blob_id);
+  hdr_->blobs_released.store(released, std::memory_order_release);
 }
 
 void ring_publisher::evict_dead(clock::duration at_most_every) {
@@ -415,17 +437,18 @@ void ring_publisher::evict_dead(clock::duration at_most_every) {
 bool ring_publisher::flush(std::chrono::milliseconds timeout) {
   const auto deadline = clock::now() + timeout;
   std::unique_lock lock(mutex_);
-  for (;;) {
-    if (closed_) return true;
-    bool behind = false;
-    for (std::size_t i = 0, used = slots_in_use(); i < used && !behind; ++i) {
+  const auto drained = [&] {
+    for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
       const layout::slot& s = slot_at(i);
-      behind = layout::slot_phase(s.state.load()) == layout::phase_active && s.cursor.load() < tail_;
+      if (layout::slot_phase(s.state.load()) == layout::phase_active && s.cursor.load() < tail_) return false;
     }
-    if (!behind) return true;
+    return true;
+  };
+  for (;;) {
+    if (closed_ || drained()) return true;
     if (clock::now() >= deadline) return false;
     evict_dead(eviction_interval);
-    sleep_for_space(lock, deadline);
+    sleep_for_space(lock, deadline, drained);
   }
 }
 

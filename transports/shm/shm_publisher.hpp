@@ -17,6 +17,7 @@
 #include <array>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -87,7 +88,9 @@ class ring_publisher {
   std::size_t pending(std::uint64_t cursor) const;
   std::size_t index_of(std::uint64_t pos) const;
   std::error_code wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at);
-  void sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline);
+  // Sleeps until a reader moves its cursor (or a short timeout), unless `ready` already holds.
+  void sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline,
+                       const std::function<bool()>& ready);
   void make_room(const placement& at);
   std::uint64_t drop_target(std::uint64_t cursor, const placement& at) const;
   bool would_lap_newcomer(const placement& at);

@@ -81,6 +81,13 @@ std::error_code ring_reader::claim_slot() {
     const std::uint64_t active = layout::make_slot_state(layout::slot_generation(st), pid, layout::phase_active);
     std::uint64_t expected = claimed;
     if (!s.state.compare_exchange_strong(expected, active)) continue;  // evicted meanwhile: try another
+    // The publisher may have announced an overwrite of our start while we were
+    // not active yet (see ring_publisher::announce): then start at the head.
+    std::uint64_t c = s.cursor.load();
+    const std::uint64_t ti = hdr_->tail_intent.load();
+    const std::uint64_t h = hdr_->head.load();
+    if (ti > c && ti - c > capacity_ && h > c && h <= ti && h % layout::record_align == 0)
+      s.cursor.compare_exchange_strong(c, h);
     slot_ = &s;
     my_state_ = active;
     return {};
@@ -181,7 +188,7 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
   }
   if (in_place_) {
     const step st = decode(std::string_view(data_ + off + sizeof rh, rh.len), out);
-    if (st == step::failed && overrun(c)) return step::lapped;
+    if (overrun(c)) return step::lapped;  // never the case for a reader the publisher can see
     if (st == step::delivered) {
       held_ = c;
       held_end_ = c + size;

@@ -49,7 +49,8 @@ class Loan {
   explicit operator bool() const { return static_cast<bool>(core_); }
 
   // Publishes what was written; the room was reserved when the loan was made,
-  // so this never waits. Errors: closed (the publisher closed meanwhile).
+  // so this does not wait for subscribers (only for a close() running on
+  // another thread to finish). Errors: closed (the publisher closed meanwhile).
   void publish() {
     std::error_code ec;
     publish(ec);

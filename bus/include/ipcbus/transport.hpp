@@ -6,9 +6,10 @@
 // from one publisher. The bus core above does naming, discovery, serialization,
 // sequence numbers and history, identically for every transport.
 //
-// Thread-safety: publisher_endpoint::send may be called from any thread, one at
-// a time per endpoint (the bus serializes calls). Everything else, and every
-// callback, runs on the io_context's thread.
+// Thread-safety: publisher_endpoint's send, reserve/commit/cancel, flush,
+// counters, counters_version, subscriber_count and close may be called from any
+// thread (the bus serializes send and reservations per endpoint). Subscriber
+// links, pollers and every callback run on the io_context's thread.
 #pragma once
 
 #include <chrono>

@@ -25,7 +25,7 @@ std::vector<std::string> table_row(const Participant& p) {
           p.topic(),
           type_label(p),
           pub ? p.transport() : "-",
-          pub ? p.endpoint() : "-",
+          pub ? (p.endpoint().empty() ? "(starting)" : p.endpoint()) : "-",
           std::to_string(p.pid()),
           pub ? qos_name(p.qos()) : "-",
           pub ? std::to_string(p.depth()) : "-",

@@ -64,9 +64,11 @@ std::unique_ptr<child_process> start_server(const scratch_domain& d, const std::
                                             const std::string& topic) {
   auto p = std::make_unique<child_process>(built_program("ipcbus_test_peer"),
                                            std::vector<std::string>{"serve", config, topic});
+  // Ready once its entry names the endpoint it listens on (the entry exists,
+  // without one, from the moment the publisher starts to set up).
   const bool registered = eventually([&] {
     for (const auto& r : ipcbus::list_participants(d.domain_dir()))
-      if (r.info.topic() == topic && r.info.pid() == p->pid()) return true;
+      if (r.info.topic() == topic && r.info.pid() == p->pid() && !r.info.endpoint().empty()) return true;
     return false;
   });
   BOOST_REQUIRE_MESSAGE(registered, "serve peer on " << topic << " never registered");

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <csignal>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -54,6 +56,16 @@ void remove_owned_files(const fs::path& dir, const std::string& id_hex,
   }
 }
 
+// The pid in a temporary's name ".<id>.<pid>.tmp", or 0.
+std::uint32_t temporary_owner(const std::string& name) {
+  const auto first = name.find('.', 1);
+  const auto last = name.rfind('.');
+  if (first == std::string::npos || last <= first + 1) return 0;
+  std::uint32_t pid = 0;
+  const auto [end, ec] = std::from_chars(name.data() + first + 1, name.data() + last, pid);
+  return ec == std::errc() && end == name.data() + last ? pid : 0;
+}
+
 bool older_than(const fs::path& path, std::chrono::seconds age) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return false;
@@ -61,6 +73,17 @@ bool older_than(const fs::path& path, std::chrono::seconds age) {
 }
 
 }  // namespace
+
+bool process_gone(std::uint32_t pid) {
+  if (pid == 0 || pid > 0x7fffffffu) return true;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  // "<pid> (<comm>) <state> ...": comm may hold anything, so look after the last ')'.
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && (stat[paren + 2] == 'Z' || stat[paren + 2] == 'X');
+}
 
 fs::path domain_dir_of(const config& cfg) { return cfg.resolved_runtime_dir() / cfg.domain; }
 
@@ -106,7 +129,8 @@ namespace {
 // held before the name appears. Returns the locked descriptor, or -1 and `ec`.
 int write_locked_entry(const fs::path& dir, const std::string& id_hex, const Participant& info,
                        const fs::path& entry, std::error_code& ec) {
-  const fs::path tmp = dir / ("." + id_hex + ".tmp");
+  // The pid in the name tells a reclaim whether its writer still lives.
+  const fs::path tmp = dir / ("." + id_hex + "." + std::to_string(::getpid()) + ".tmp");
   const int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) {
     ec = {errno, std::system_category()};
@@ -196,9 +220,11 @@ std::vector<fs::path> reclaim_stale(const fs::path& dir) {
     const std::string name = e.path().filename().string();
     if (is_entry_name(name) && entry_is_stale(e.path())) stale_entries.push_back(e.path());
     // Hidden temporaries of a participant that died while registering. A live
-    // one holds no lock for an instant (between open and flock): young ones stay.
+    // one holds no lock for an instant (between open and flock): only those of
+    // a process that is gone, or (pid reused, odd name) old ones, are taken.
     if (name.starts_with(".") && name.ends_with(".tmp") && entry_is_stale(e.path()) &&
-        older_than(e.path(), std::chrono::seconds(10))) {
+        ((temporary_owner(name) != 0 && process_gone(temporary_owner(name))) ||
+         older_than(e.path(), std::chrono::seconds(10)))) {
       std::error_code rm_ec;
       if (fs::remove(e.path(), rm_ec)) removed.push_back(e.path());
     }

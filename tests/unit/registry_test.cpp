@@ -151,7 +151,7 @@ BOOST_AUTO_TEST_CASE(update_replaces_the_entry_and_keeps_it_locked) {
 BOOST_AUTO_TEST_CASE(a_young_unlocked_temporary_is_left_alone_an_old_one_reclaimed) {
   scratch_domain d;
   const auto dir = make_domain_dir(d);
-  const fs::path tmp = dir / ".0123456789abcdef.tmp";
+  const fs::path tmp = dir / (".0123456789abcdef." + std::to_string(::getpid()) + ".tmp");  // its writer lives
   std::ofstream(tmp) << "partial";
   ipcbus::reclaim_stale(dir);
   BOOST_TEST(fs::exists(tmp));
@@ -159,4 +159,15 @@ BOOST_AUTO_TEST_CASE(a_young_unlocked_temporary_is_left_alone_an_old_one_reclaim
   const auto removed = ipcbus::reclaim_stale(dir);
   BOOST_TEST(!fs::exists(tmp));
   BOOST_TEST(removed.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(the_temporary_of_a_process_that_is_gone_is_reclaimed_at_once) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  const fs::path tmp = dir / ".0123456789abcdef.2147483646.tmp";  // far above any pid_max in use
+  std::ofstream(tmp) << "partial";
+  ipcbus::reclaim_stale(dir);
+  BOOST_TEST(!fs::exists(tmp));
+  BOOST_TEST(ipcbus::process_gone(2147483646u));
+  BOOST_TEST(!ipcbus::process_gone(static_cast<std::uint32_t>(::getpid())));
 }

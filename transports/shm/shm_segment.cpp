@@ -147,20 +147,7 @@ std::error_code write_marker(const fs::path& marker, const std::string& ring) {
 
 namespace layout {
 
-bool process_gone(std::uint32_t pid) {
-  if (pid == 0 || pid > 0x7fffffffu) return true;
-  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
-  // "<pid> (<comm>) <state> ...": comm may hold anything, so look after the last ')'.
-  char buf[512];
-  fd_guard fd{::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) return errno == ENOENT;
-  const ssize_t n = ::read(fd.fd, buf, sizeof buf - 1);
-  if (n <= 0) return false;
-  const std::string_view stat(buf, static_cast<std::size_t>(n));
-  const auto paren = stat.rfind(')');
-  return paren != std::string_view::npos && paren + 2 < stat.size() &&
-         (stat[paren + 2] == 'Z' || stat[paren + 2] == 'X');
-}
+bool process_gone(std::uint32_t pid) { return ipcbus::process_gone(pid); }
 
 }  // namespace layout
 

@@ -58,6 +58,10 @@ class registration {
   int fd_;
 };
 
+// True when `pid` names no process (kill says ESRCH) or only a zombie: a killed
+// peer whose parent has not reaped it yet holds nothing and must hold nobody up.
+bool process_gone(std::uint32_t pid);
+
 struct participant_record {
   Participant info;
   std::filesystem::path entry_path;

@@ -152,6 +152,7 @@ std::error_code publisher_core::finish_loan() {
   if (!loan_out_) return make_error_code(errc::invalid_argument);
   loan_out_ = false;
   loan_cv_.notify_one();
+  dropped_loan_ = std::string{};  // a dropped loan of up to max_message must not stay allocated
   if (frame_.start) {
     // The time of publishing, not of loaning; it always encodes to the same
     // size in practice, and if it ever did not, the loan's time stays.
@@ -170,6 +171,7 @@ void publisher_core::cancel_loan() {
   if (!loan_out_) return;
   loan_out_ = false;
   loan_cv_.notify_one();
+  dropped_loan_ = std::string{};
   cancel_frame();
 }
 

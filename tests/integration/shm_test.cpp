@@ -5,7 +5,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +25,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include "ipcbus/registry.hpp"
+#include "shm_layout.hpp"
+#include "shm_wake.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -79,7 +84,136 @@ void scribble_over_records(const std::string& ring, unsigned char byte) {
   ::munmap(base, size);
 }
 
+// The header of a live ring, mapped read-only, for looking at its slots.
+class ring_view {
+ public:
+  explicit ring_view(const std::string& ring) {
+    const int fd = ::shm_open(ring.c_str(), O_RDONLY, 0);
+    BOOST_REQUIRE(fd >= 0);
+    base_ = ::mmap(nullptr, sizeof(ipcbus::transport::shm::layout::ring_header), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    BOOST_REQUIRE(base_ != MAP_FAILED);
+  }
+  ~ring_view() { ::munmap(base_, sizeof(ipcbus::transport::shm::layout::ring_header)); }
+  ring_view(const ring_view&) = delete;
+  ring_view& operator=(const ring_view&) = delete;
+  const ipcbus::transport::shm::layout::ring_header& header() const {
+    return *static_cast<const ipcbus::transport::shm::layout::ring_header*>(base_);
+  }
+  // The active slot of the subscriber process `pid`, or nullptr.
+  const ipcbus::transport::shm::layout::slot* slot_of(pid_t pid) const {
+    namespace layout = ipcbus::transport::shm::layout;
+    for (const auto& s : header().slot_table) {
+      const std::uint64_t st = s.state.load();
+      if (layout::slot_phase(st) == layout::phase_active && layout::slot_pid(st) == static_cast<std::uint32_t>(pid))
+        return &s;
+    }
+    return nullptr;
+  }
+
+ private:
+  void* base_ = nullptr;
+};
+
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// Whether the peer closed `fd` within a few seconds.
+bool hung_up(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) return false;
+  char c;
+  return ::recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
 }  // namespace
+
+// A sleeping subscriber hands its eventfd to the publisher, which then wakes
+// its io thread directly, once per message: the slot says so while it sleeps,
+// and the link keeps no thread of its own. With IPCBUS_SHM_WAKE=futex a
+// subscriber keeps the futex and its waker thread; both get every message.
+BOOST_AUTO_TEST_CASE(sleeping_subscribers_are_woken_through_their_eventfd) {
+  namespace layout = ipcbus::transport::shm::layout;
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, publish_timeout_ms: 10000 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto pub = bus.advertise<Sample>("wake/x");
+  const std::size_t threads = thread_count();
+  std::atomic<int> got{0};
+  auto sub = bus.subscribe<Sample>("wake/x", [&](const Sample&, const ipcbus::MessageInfo&) { ++got; });
+  constexpr int count = 30;
+  child_process futex_sub(peer, {"subscribe", cfg.string(), "wake/x", std::to_string(count), "30000"},
+                          {"IPCBUS_SHM_WAKE=futex"});
+  BOOST_REQUIRE(pub.wait_for_subscribers(2, 10s));
+  const std::string ring = ring_of(d.domain_dir(), "wake/x");
+  BOOST_REQUIRE(!ring.empty());
+  ring_view view(ring);
+  const layout::slot* mine = view.slot_of(::getpid());
+  const layout::slot* other = view.slot_of(futex_sub.pid());
+  BOOST_REQUIRE(mine && other);
+  for (int i = 0; i < count; ++i) {
+    // Both are asleep before each message: a wake-up each time.
+    BOOST_REQUIRE(eventually([&] { return mine->waiting.load() == layout::waiting_eventfd; }));
+    BOOST_REQUIRE(eventually([&] { return other->waiting.load() == layout::waiting_futex; }));
+    pub.publish(ipcbus::test::make_sample(i + 1, 32));
+    BOOST_REQUIRE(eventually([&] { return got.load() == i + 1; }));
+  }
+  BOOST_TEST(futex_sub.wait(10s) == 0, futex_sub.output());
+  BOOST_TEST(futex_sub.output().find("received 30 lost 0 corrupt 0") != std::string::npos, futex_sub.output());
+  BOOST_TEST(eventually([&] { return thread_count() == threads; }));  // no waker thread left for our link
+}
+
+// The wake socket is reachable by any process of the host: a request that is
+// not exactly a live subscriber's own (wrong magic, a free slot, a stale state,
+// a descriptor that is not an eventfd) is refused, the descriptor never
+// written, and delivery goes on.
+BOOST_AUTO_TEST_CASE(the_wake_socket_takes_nothing_from_strangers) {
+  namespace shm = ipcbus::transport::shm;
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm }\n"));
+  std::atomic<int> got{0};
+  auto sub = bus.subscribe<Sample>("wake/y", [&](const Sample&, const ipcbus::MessageInfo&) { ++got; });
+  auto pub = bus.advertise<Sample>("wake/y");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  const std::string ring = ring_of(d.domain_dir(), "wake/y");
+  BOOST_REQUIRE(!ring.empty());
+  ring_view view(ring);
+  const shm::layout::slot* live = view.slot_of(::getpid());
+  BOOST_REQUIRE(live);
+  const auto slot = static_cast<std::uint32_t>(live - view.header().slot_table);
+  const std::uint64_t state = live->state.load();
+  int pipe_fds[2];
+  BOOST_REQUIRE(::pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC) == 0);
+  const int event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  BOOST_REQUIRE(event_fd >= 0);
+  const std::vector<std::pair<shm::wake_request, int>> requests = {
+      {{0x12345678, slot, state}, event_fd},                     // not a wake request
+      {{shm::wake_magic, shm::layout::slot_count - 1, state}, event_fd},  // a slot nobody holds
+      {{shm::wake_magic, slot, state + (1ull << 34)}, event_fd},  // another generation
+      {{shm::wake_magic, 1000, state}, event_fd},                 // no such slot
+      {{shm::wake_magic, slot, state}, pipe_fds[1]},              // the right slot, but a pipe
+  };
+  for (const auto& [request, fd] : requests) {
+    std::error_code ec;
+    const int conn = shm::request_wake(ring, static_cast<std::uint32_t>(::getpid()), request, fd, ec);
+    BOOST_REQUIRE_MESSAGE(conn >= 0, ec.message());
+    BOOST_TEST(hung_up(conn), "slot " << request.slot << " magic " << request.magic);
+    ::close(conn);
+  }
+  for (int i = 1; i <= 10; ++i) pub.publish(ipcbus::test::make_sample(i, 32));
+  BOOST_TEST(eventually([&] { return got.load() == 10; }));
+  char byte;
+  BOOST_TEST(::read(pipe_fds[0], &byte, 1) == -1);  // never written
+  std::uint64_t count = 0;
+  BOOST_TEST(::read(event_fd, &count, sizeof count) == -1);
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  ::close(event_fd);
+}
 
 BOOST_AUTO_TEST_CASE(sigkilled_publisher_is_noticed_and_its_segments_are_reclaimed) {
   scratch_domain d;

@@ -28,7 +28,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plai
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
 inline constexpr std::uint64_t blob_magic = 0x31424f4c42535049ull;  // "IPSBLOB1"
-inline constexpr std::uint32_t version = 2;
+inline constexpr std::uint32_t version = 3;
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is
@@ -87,9 +87,13 @@ inline constexpr std::uint64_t freed_state(std::uint64_t s) {
 // while the publisher reads state and waiting for every record and the cursor
 // only when it runs short of room. Sharing one line would move it between the
 // two cores twice per message.
+// What a sleeping owner wants done when a record arrives (slot::waiting).
+inline constexpr std::uint32_t waiting_futex = 1;    // FUTEX_WAKE data_futex
+inline constexpr std::uint32_t waiting_eventfd = 2;  // write the eventfd it handed over (shm_wake.hpp)
+
 struct alignas(64) slot {
   std::atomic<std::uint64_t> state;
-  std::atomic<std::uint32_t> waiting;  // 1 while the owner sleeps on data_futex
+  std::atomic<std::uint32_t> waiting;  // 0, or how the owner wants to be woken (above)
   std::atomic<std::uint32_t> started;  // 1 once the owner consumed its first frame
   alignas(64) std::atomic<std::uint64_t> cursor;  // absolute position of the next record to read
 };

@@ -3,12 +3,17 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include <boost/asio/post.hpp>
 
 #include "ipcbus/error.hpp"
 #include "ipcbus/detail/cpu_relax.hpp"
+#include "shm_wake.hpp"
 
 namespace ipcbus::transport::shm {
 
@@ -19,6 +24,13 @@ namespace {
 constexpr int drain_batch = 256;
 // The waker re-checks that the publisher still exists at least this often.
 constexpr auto waker_sleep = std::chrono::milliseconds(100);
+
+// IPCBUS_SHM_WAKE=futex keeps every link on the futex and its waker thread: for
+// comparing the two, and for ruling the hand-over out when chasing a problem.
+bool direct_wake_allowed() {
+  const char* v = std::getenv("IPCBUS_SHM_WAKE");
+  return v == nullptr || std::strcmp(v, "futex") != 0;
+}
 }  // namespace
 
 shm_link_state::shm_link_state(asio::io_context& io, std::unique_ptr<ring_reader> reader, link_callbacks callbacks,
@@ -26,9 +38,11 @@ shm_link_state::shm_link_state(asio::io_context& io, std::unique_ptr<ring_reader
     : reader_(std::move(reader)),
       callbacks_(std::move(callbacks)),
       event_(io),
+      wake_connection_(io),
       spin_(options.spin),
       busy_poll_(options.busy_poll),
-      polled_(options.polled_by_bus && (options.busy_poll || options.spin.count() > 0)) {
+      polled_(options.polled_by_bus && (options.busy_poll || options.spin.count() > 0)),
+      wants_direct_((polled_ || (!options.busy_poll && options.spin.count() == 0)) && direct_wake_allowed()) {
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) {
     ec = {errno, std::system_category()};
@@ -41,14 +55,51 @@ shm_link_state::~shm_link_state() { stop_waker(); }
 
 void shm_link_state::start() {
   wait_event();
-  // The waker must not take signals meant for the io thread (DESIGN.md section 6):
-  // it is born with every signal blocked.
-  sigset_t all, old;
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_BLOCK, &all, &old);
-  waker_ = std::thread([this] { waker_loop(); });
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (wants_direct_) request_direct_wake();
   drain_later();  // history may already be waiting
+}
+
+void shm_link_state::request_direct_wake() {
+  const wake_request request{wake_magic, reader_->slot_index(), reader_->slot_state()};
+  std::error_code ec;
+  const int fd = request_wake(reader_->name(), reader_->owner_pid(), request, event_fd_, ec);
+  if (fd < 0) return;  // the futex and the waker thread, then: one wake-up more per message
+  wake_connection_.assign(fd);
+  wait_wake_connection();
+}
+
+void shm_link_state::wait_wake_connection() {
+  wake_connection_.async_wait(asio::posix::stream_descriptor::wait_read,
+                              [self = shared_from_this()](const boost::system::error_code& ec) {
+                                if (ec || self->closed_) return;
+                                self->on_wake_connection();
+                              });
+}
+
+// The publisher's answer, or later the end of the connection.
+void shm_link_state::on_wake_connection() {
+  char answer = 0;
+  const ssize_t n = ::recv(wake_connection_.native_handle(), &answer, 1, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    wait_wake_connection();
+    return;
+  }
+  if (!direct_ && n == 1 && answer == wake_ack) {
+    stop_waker();  // from now on the publisher writes our eventfd itself
+    direct_ = true;
+    wait_wake_connection();
+    drain_later();  // look at the ring, then arm the new way
+    return;
+  }
+  // Refused, or the publisher's end closed (it closed or died): back to the futex.
+  const bool was_direct = direct_;
+  direct_ = false;
+  if (asleep_direct_) reader_->stop_sleeping_on_eventfd();
+  asleep_direct_ = false;
+  boost::system::error_code ignored;
+  wake_connection_.close(ignored);
+  if (was_direct && reader_->publisher_gone_now()) publisher_gone_.store(true);
+  drain_later();
 }
 
 // Drains on a later turn: the bus resumes its links in a loop over them, and a
@@ -65,6 +116,7 @@ void shm_link_state::close() {
   stop_waker();
   reader_->detach();
   boost::system::error_code ignored;
+  wake_connection_.close(ignored);  // the publisher forgets our eventfd
   event_.close(ignored);
 }
 
@@ -80,6 +132,7 @@ void shm_link_state::wait_event() {
                       if (ec || self->closed_) return;
                       std::uint64_t count = 0;
                       (void)::read(self->event_fd_, &count, sizeof count);
+                      self->asleep_direct_ = false;  // the publisher took the request back
                       self->drain();
                       if (!self->closed_) self->wait_event();
                     });
@@ -94,6 +147,10 @@ void shm_link_state::drain_later() {
 void shm_link_state::drain() {
   if (closed_ || paused_ || draining_) return;
   const auto self = shared_from_this();  // on_closed may drop the last outside reference
+  if (asleep_direct_) {  // awake for another reason: spare the publisher a write
+    reader_->stop_sleeping_on_eventfd();
+    asleep_direct_ = false;
+  }
   draining_ = true;
   read_result::kind last = read_result::empty;
   for (int n = 0; n < drain_batch && !closed_ && !paused_; ++n) {
@@ -147,11 +204,34 @@ void shm_link_state::prepare_sleep() {
 }
 
 void shm_link_state::arm() {
+  if (direct_) {
+    if (reader_->sleep_on_eventfd()) {
+      asleep_direct_ = true;
+      return;
+    }
+    // Something to read already, or the ring closed.
+    if (reader_->publisher_gone()) publisher_gone_.store(true);
+    drain_later();
+    return;
+  }
+  ensure_waker();
   {
     std::lock_guard lock(mutex_);
     armed_ = true;
   }
   cv_.notify_one();
+}
+
+void shm_link_state::ensure_waker() {
+  if (waker_.joinable()) return;
+  stop_ = false;
+  // The waker must not take signals meant for the io thread (DESIGN.md section 6):
+  // it is born with every signal blocked.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  waker_ = std::thread([this] { waker_loop(); });
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void shm_link_state::waker_loop() {
@@ -201,6 +281,7 @@ void shm_link_state::stop_waker() {
   stop_ = true;
   {
     std::lock_guard lock(mutex_);
+    armed_ = false;
   }
   cv_.notify_all();
   reader_->wake_sleepers();

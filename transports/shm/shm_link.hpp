@@ -1,18 +1,24 @@
 // The subscriber side of shm:// as the bus sees it: a ring_reader drained on
-// the io thread, woken by a small thread of its own.
+// the io thread, which sleeps in epoll (Asio) like it does for every transport.
 //
-// The waker thread sleeps on the ring's futex word (the publisher wakes it only
-// when it sees the slot's waiting flag) and, when there is something to read or
-// the publisher is gone, signals an eventfd that the io thread waits on through
-// Asio. The io thread then drains the ring and calls on_frame, so callbacks run
-// where they run for every transport. The waker is armed again only once the io
-// thread found the ring empty, and not while the link is paused: a paused link
-// reads nothing, its cursor stays, and a reliable publisher waits (backpressure).
+// Waking. The link hands its eventfd to the publisher at start (shm_wake.hpp);
+// once the publisher has it, the link marks its slot `waiting_eventfd` before
+// the io thread blocks and the publisher writes the eventfd for the next
+// record: one wake-up per message, straight into the io thread's epoll. Until
+// then, or when the publisher cannot take it (its wake socket is missing or
+// refuses), a small waker thread sleeps on the ring's futex (the publisher
+// wakes it only when it sees the slot's waiting flag) and signals the eventfd
+// itself. Either way the link is armed again only once the io thread found the
+// ring empty, and not while it is paused: a paused link reads nothing, its
+// cursor stays, and a reliable publisher waits (backpressure).
+//
+// Liveness. The wake connection stays open: when it closes, the link checks at
+// once whether the publisher is gone. The waker thread re-checks every 100 ms.
 //
 // Spinning (link_options::spin / busy_poll): when the bus's own io thread polls
 // the link (polled_by_bus), it calls poll() between handlers and arms the
-// waker only through prepare_sleep() before it blocks, so a busy subscriber
-// never makes its publisher pay a futex wake-up. Without the bus polling, the
+// link only through prepare_sleep() before it blocks, so a busy subscriber
+// never makes its publisher pay a system call. Without the bus polling, the
 // waker thread spins on the ring for the budget before it sleeps on the futex.
 //
 // Thread-safety: everything but the waker runs on the io thread.
@@ -58,10 +64,15 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
 
  private:
   void wait_event();
+  // The eventfd hand-over (shm_wake.hpp) and the connection it leaves open.
+  void request_direct_wake();
+  void wait_wake_connection();
+  void on_wake_connection();
   void drain();
   void drain_later();
   void after_drain(read_result::kind last);
   void arm();
+  void ensure_waker();
   void waker_loop();
   // Polls the ring for the spin budget (for ever under busy_poll, until stopped); true when there is data.
   bool spin_for_data();
@@ -72,7 +83,10 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
   link_callbacks callbacks_;
   boost::asio::posix::stream_descriptor event_;
   int event_fd_ = -1;
-  std::thread waker_;
+  boost::asio::posix::stream_descriptor wake_connection_;
+  bool direct_ = false;         // the publisher writes event_ for us
+  bool asleep_direct_ = false;  // we asked it to, for the next record
+  std::thread waker_;           // started when first needed, stopped once direct_
   std::mutex mutex_;
   std::condition_variable cv_;
   bool armed_ = false;                  // guarded by mutex_
@@ -84,6 +98,7 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
   const std::chrono::microseconds spin_;
   const bool busy_poll_;
   const bool polled_;
+  const bool wants_direct_;  // false: the waker spins for us (spin without the bus polling)
 };
 
 class shm_link final : public subscriber_link {

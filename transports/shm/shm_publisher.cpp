@@ -36,6 +36,11 @@ std::uint64_t ring_capacity(const topic_settings& s) {
   return std::bit_ceil(std::clamp(want, min_capacity, max_capacity));
 }
 
+ring_publisher::~ring_publisher() {
+  close();
+  for (std::size_t i = 0; i < layout::slot_count; ++i) forget_wake_target(i);
+}
+
 std::error_code ring_publisher::open() {
   name_ = ring_name(options_.domain_dir, options_.publisher_id);
   marker_ = marker_path(options_.domain_dir, options_.publisher_id);
@@ -378,15 +383,53 @@ void ring_publisher::publish_record() {
   wake_readers();
 }
 
-// FUTEX_WAKE only when somebody sleeps: the common case costs one atomic add.
+// A system call only when somebody sleeps: the common case costs one atomic
+// add. A subscriber that handed over its eventfd is woken through it, once per
+// sleep (the flag is taken back first); the others share one FUTEX_WAKE.
 void ring_publisher::wake_readers() {
   hdr_->data_futex.fetch_add(1);
+  bool futex = false;
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
-    if (slot_at(i).waiting.load() != 0) {
-      layout::futex_wake_all(hdr_->data_futex);
-      return;
+    layout::slot& s = slot_at(i);
+    std::uint32_t w = s.waiting.load();
+    if (w == 0) continue;
+    if (w == layout::waiting_eventfd) {
+      if (!s.waiting.compare_exchange_strong(w, 0)) continue;  // it woke up by itself meanwhile
+      if (wake_directly(i)) continue;
     }
+    futex = true;
   }
+  if (futex) layout::futex_wake_all(hdr_->data_futex);
+}
+
+bool ring_publisher::wake_directly(std::size_t i) {
+  const wake_target& t = wake_targets_[i];
+  if (t.fd < 0 || t.state != slot_at(i).state.load(std::memory_order_acquire)) return false;
+  const std::uint64_t one = 1;
+  // Non-blocking (shm_wake.cpp): EAGAIN means a wake-up is pending anyway.
+  (void)::write(t.fd, &one, sizeof one);
+  return true;
+}
+
+std::uint64_t ring_publisher::add_wake_target(std::uint32_t slot, std::uint64_t state, std::uint32_t pid,
+                                              int event_fd) {
+  std::lock_guard lock(mutex_);
+  if (closed_ || !hdr_ || slot >= layout::slot_count || layout::slot_phase(state) != layout::phase_active ||
+      layout::slot_pid(state) != pid || slot_at(slot).state.load() != state)
+    return 0;
+  forget_wake_target(slot);
+  wake_targets_[slot] = {state, next_wake_token_++, event_fd};
+  return wake_targets_[slot].token;
+}
+
+void ring_publisher::remove_wake_target(std::uint32_t slot, std::uint64_t token) {
+  std::lock_guard lock(mutex_);
+  if (slot < layout::slot_count && wake_targets_[slot].token == token) forget_wake_target(slot);
+}
+
+void ring_publisher::forget_wake_target(std::size_t i) {
+  if (wake_targets_[i].fd >= 0) ::close(wake_targets_[i].fd);
+  wake_targets_[i] = {};
 }
 
 // Forgets records every live subscriber has passed and that are older than
@@ -490,6 +533,10 @@ void ring_publisher::close() {
   hdr_->closed.store(1);
   hdr_->data_futex.fetch_add(1);
   layout::futex_wake_all(hdr_->data_futex);
+  for (std::size_t i = 0; i < layout::slot_count; ++i) {
+    wake_directly(i);
+    forget_wake_target(i);
+  }
   for (const auto& b : blobs_) ::shm_unlink(blob_name(name_, b.blob_id).c_str());
   blobs_.clear();
   if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());

@@ -38,7 +38,7 @@ class ring_publisher {
   using clock = std::chrono::steady_clock;
 
   explicit ring_publisher(endpoint_options options) : options_(std::move(options)) {}
-  ~ring_publisher() { close(); }
+  ~ring_publisher();
   ring_publisher(const ring_publisher&) = delete;
   ring_publisher& operator=(const ring_publisher&) = delete;
 
@@ -46,6 +46,7 @@ class ring_publisher {
   // Errors: the system error of shm_open/ftruncate/fallocate/mmap or of the marker.
   std::error_code open();
   const std::string& name() const { return name_; }
+  const std::string& topic() const { return options_.topic; }
 
   // Blocks (reliable, up to publish_timeout) while a live subscriber lacks room.
   // Errors: closed, timed_out (nothing written), the system error of a side segment.
@@ -68,6 +69,13 @@ class ring_publisher {
   // Marks the ring closed, wakes readers, unlinks the segment, its side
   // segments and the marker. The mapping stays until destruction. Idempotent.
   void close();
+
+  // Direct wake-ups (shm_wake.hpp), from the io thread. add_wake_target takes
+  // `event_fd` and returns a registration token, or 0 (and leaves the
+  // descriptor to the caller) when `slot` is not active in `state` for `pid`.
+  // A new registration for a slot replaces the old one.
+  std::uint64_t add_wake_target(std::uint32_t slot, std::uint64_t state, std::uint32_t pid, int event_fd);
+  void remove_wake_target(std::uint32_t slot, std::uint64_t token);
 
  private:
   struct record {
@@ -99,6 +107,9 @@ class ring_publisher {
   void publish_record();
   void end_reservation();
   void wake_readers();
+  // Writes slot i's eventfd; false when none is registered for its current state.
+  bool wake_directly(std::size_t i);
+  void forget_wake_target(std::size_t i);
   void trim();
   void evict_dead(clock::duration at_most_every);
   std::size_t active_count() const;
@@ -147,6 +158,15 @@ class ring_publisher {
   };
   reservation pending_;
   std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back
+
+  // Eventfds subscribers handed over, by slot; valid while the slot keeps `state`.
+  struct wake_target {
+    std::uint64_t state = 0;
+    std::uint64_t token = 0;
+    int fd = -1;
+  };
+  std::array<wake_target, layout::slot_count> wake_targets_{};
+  std::uint64_t next_wake_token_ = 1;
 };
 
 }  // namespace ipcbus::transport::shm

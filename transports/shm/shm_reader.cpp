@@ -325,6 +325,24 @@ void ring_reader::wait_for_data(std::chrono::milliseconds timeout) {
   slot_->waiting.store(0);
 }
 
+bool ring_reader::sleep_on_eventfd() {
+  if (!slot_) return false;
+  slot_->waiting.store(layout::waiting_eventfd);  // seq_cst, then the tail load: as in wait_for_data
+  if (!data_available() && hdr_->closed.load() == 0) return true;
+  stop_sleeping_on_eventfd();
+  return false;
+}
+
+void ring_reader::stop_sleeping_on_eventfd() {
+  if (!slot_) return;
+  std::uint32_t w = layout::waiting_eventfd;
+  slot_->waiting.compare_exchange_strong(w, 0);
+}
+
+bool ring_reader::publisher_gone_now() const {
+  return hdr_->closed.load(std::memory_order_acquire) != 0 || layout::process_gone(owner_);
+}
+
 void ring_reader::wake_sleepers() {
   if (!hdr_) return;
   // Other subscribers of this ring wake too and go back to sleep: harmless.

@@ -70,6 +70,20 @@ class ring_reader {
   bool publisher_gone();
   // Sleeps on the ring's data futex until a record is published (or `timeout`).
   void wait_for_data(std::chrono::milliseconds timeout);
+  // Asks the publisher to write our eventfd (handed over, shm_wake.hpp) for the
+  // next record. False, and not asked, when there is already something to read
+  // or the ring is closed. The publisher takes the request back when it wakes us.
+  bool sleep_on_eventfd();
+  // Takes the request back if the publisher has not (the io thread is awake).
+  void stop_sleeping_on_eventfd();
+  // publisher_gone() without its rate limit on the process check.
+  bool publisher_gone_now() const;
+  // What the wake request (shm_wake.hpp) names; valid while attached.
+  const std::string& name() const { return name_; }
+  std::uint32_t owner_pid() const { return owner_; }
+  std::uint32_t slot_index() const { return static_cast<std::uint32_t>(slot_ - hdr_->slot_table); }
+  std::uint64_t slot_state() const { return my_state_; }
+  bool attached() const { return slot_ != nullptr; }
   // Makes every thread sleeping in wait_for_data on this ring re-check at once.
   void wake_sleepers();
   // Releases the slot; the mapping stays until destruction. Idempotent.

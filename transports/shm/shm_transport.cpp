@@ -8,6 +8,7 @@
 #include "ipcbus/transports/shm.hpp"
 #include "shm_link.hpp"
 #include "shm_publisher.hpp"
+#include "shm_wake.hpp"
 
 namespace ipcbus::transport::shm {
 namespace {
@@ -21,12 +22,18 @@ constexpr auto maintain_interval = std::chrono::milliseconds(100);
 class shm_endpoint final : public publisher_endpoint {
  public:
   shm_endpoint(asio::io_context& io, const endpoint_options& options)
-      : state_(std::make_shared<ring_publisher>(options)), timer_(std::make_shared<asio::steady_timer>(io)) {}
+      : state_(std::make_shared<ring_publisher>(options)),
+        timer_(std::make_shared<asio::steady_timer>(io)),
+        wake_(std::make_shared<wake_listener>(io, state_)) {}
   ~shm_endpoint() override { close(); }
 
   std::error_code open() {
     if (auto ec = state_->open()) return ec;
     schedule(state_, timer_);
+    // Without it subscribers are woken through the futex and a thread of their own.
+    if (auto ec = wake_->open(state_->name()))
+      log_line(log_level::warn, "topic '" + state_->topic() + "': no wake socket (" + ec.message() +
+                                    "); sleeping subscribers will be woken less directly");
     return {};
   }
 
@@ -45,6 +52,7 @@ class shm_endpoint final : public publisher_endpoint {
 
   void close() override {
     state_->close();
+    wake_->close();
     // Timers belong to the io thread; close() may be called from any thread.
     asio::post(timer_->get_executor(), [t = timer_] { t->cancel(); });
   }
@@ -63,6 +71,7 @@ class shm_endpoint final : public publisher_endpoint {
 
   std::shared_ptr<ring_publisher> state_;
   std::shared_ptr<asio::steady_timer> timer_;
+  std::shared_ptr<wake_listener> wake_;
 };
 
 // A link to a ring that failed validation at attach: reports that once, on the

@@ -53,7 +53,7 @@ std::size_t header_size(const frame_header& h, std::size_t payload_size) {
   return n;
 }
 
-bool get_varint(const char*& p, const char* end, std::uint64_t& v) {
+bool get_varint_slow(const char*& p, const char* end, std::uint64_t& v) {
   const auto* q = reinterpret_cast<const unsigned char*>(p);
   const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(end - p), 10);
   std::uint64_t result = 0;
@@ -67,6 +67,15 @@ bool get_varint(const char*& p, const char* end, std::uint64_t& v) {
     }
   }
   return false;  // truncated, or longer than any 64-bit varint
+}
+
+// Field keys and most lengths take one byte: that case stays inline.
+inline bool get_varint(const char*& p, const char* end, std::uint64_t& v) {
+  if (p < end && static_cast<unsigned char>(*p) < 0x80) {
+    v = static_cast<unsigned char>(*p++);
+    return true;
+  }
+  return get_varint_slow(p, end, v);
 }
 
 bool get_fixed64(const char*& p, const char* end, std::uint64_t& v) {
@@ -109,13 +118,19 @@ std::size_t frame_size(const frame_header& h, std::size_t payload_size) {
   return header_size(h, payload_size) + payload_size;
 }
 
+std::size_t delimited_size(std::size_t frame_bytes) { return varint_size(frame_bytes) + frame_bytes; }
+
 std::size_t delimited_frame_size(const frame_header& h, std::size_t payload_size) {
-  const std::size_t body = frame_size(h, payload_size);
-  return varint_size(body) + body;
+  return delimited_size(frame_size(h, payload_size));
 }
 
 char* encode_delimited_frame_header(char* p, const frame_header& h, std::size_t payload_size) {
-  p = put_varint(p, frame_size(h, payload_size));
+  return encode_delimited_frame_header(p, h, payload_size, frame_size(h, payload_size));
+}
+
+char* encode_delimited_frame_header(char* p, const frame_header& h, std::size_t payload_size,
+                                    std::size_t frame_bytes) {
+  p = put_varint(p, frame_bytes);
   if (h.sequence) { p = put_varint(p, tag(f_sequence, wt_varint)); p = put_varint(p, h.sequence); }
   if (h.publisher_id) { p = put_varint(p, tag(f_publisher_id, wt_fixed64)); p = put_fixed64(p, h.publisher_id); }
   if (h.publish_time_ns) {

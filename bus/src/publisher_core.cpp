@@ -194,7 +194,8 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
   frame_.header.origin_host = bus_->host_id;
   frame_.header.payload_type = type_name_;
   frame_.payload_size = payload_size;
-  const std::size_t size = delimited_frame_size(frame_.header, payload_size);
+  const std::size_t frame_bytes = frame_size(frame_.header, payload_size);
+  const std::size_t size = delimited_size(frame_bytes);
   if (endpoint_->writes_in_place()) {
     if (auto ec = endpoint_->reserve(size, next_sequence_, frame_.slot)) {
       mirror_counters();
@@ -207,7 +208,8 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
     frame_.buffer->bytes.resize(size);
     frame_.start = frame_.buffer->bytes.data();
   }
-  payload = frame_.start ? encode_delimited_frame_header(frame_.start, frame_.header, payload_size) : nullptr;
+  payload = frame_.start ? encode_delimited_frame_header(frame_.start, frame_.header, payload_size, frame_bytes)
+                         : nullptr;
   return {};
 }
 

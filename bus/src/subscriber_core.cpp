@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include <boost/asio/post.hpp>
@@ -57,7 +58,13 @@ void subscriber_core::rescan() {
     std::lock_guard lock(delivery_mutex_);
     if (closed_) return;
   }
-  for (const auto& pub : list_participants(bus_->domain_dir)) {
+  const auto participants = list_participants(bus_->domain_dir);
+  // A publisher no longer listed never comes back (ids are not reused).
+  std::erase_if(ended_links_, [&](const auto& ended) {
+    return std::none_of(participants.begin(), participants.end(),
+                        [&](const participant_record& p) { return p.info.id() == ended.first; });
+  });
+  for (const auto& pub : participants) {
     if (pub.info.role() != ROLE_PUBLISHER || links_.count(pub.info.id()) || refused_.count(pub.info.id()))
       continue;
     if (pub.info.endpoint().empty()) continue;  // still setting up: its entry is rewritten when it listens
@@ -111,8 +118,12 @@ void subscriber_core::connect_to(const participant_record& pub) {
   if (auto poller = link->poller()) bus_->pollers.push_back(std::move(poller));
   link_entry entry;
   entry.link = std::move(link);
-  entry.transport = info.transport();
-  entry.topic = info.topic();
+  // Attached to this publisher before (the link ended, and its entry was still
+  // listed): what that link delivered is not delivered again, history included.
+  if (const auto ended = ended_links_.find(pid); ended != ended_links_.end()) entry.last_sequence = ended->second;
+  entry.info.topic = info.topic();
+  entry.info.transport = info.transport();
+  entry.info.publisher_id = pid;
   if (paused_) entry.link->pause();
   links_.emplace(pid, std::move(entry));
   link_count_.store(links_.size());
@@ -122,7 +133,8 @@ void subscriber_core::connect_to(const participant_record& pub) {
 void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code ec, const std::string& reason) {
   auto it = links_.find(publisher_id);
   if (it == links_.end()) return;
-  const std::string topic = it->second.topic;
+  const std::string topic = it->second.info.topic;
+  ended_links_[publisher_id] = it->second.last_sequence;
   // Destroying the link from inside its own callback is safe: its state is
   // kept alive by the pending handler.
   links_.erase(it);
@@ -150,28 +162,33 @@ void subscriber_core::on_frame(std::uint64_t publisher_id, const frame_view& f) 
     last_delivered_.try_emplace(publisher_id, f.header.sequence - 1);
   }
   link.last_sequence = f.header.sequence;
-  MessageInfo info;
-  info.topic = link.topic;
-  info.publisher_id = publisher_id;
+  MessageInfo& info = link.info;
   info.sequence = f.header.sequence;
   info.publish_time_ns = f.header.publish_time_ns;
-  info.transport = link.transport;
   info.origin_host = f.header.origin_host;
   info.hop_count = f.header.hop_count;
-  auto& c = stats_->counters();
+  info.lost_before = 0;
   if (!handler_) {
-    enqueue(f, std::move(info));
+    enqueue(f, info);
     return;
   }
   std::lock_guard lock(delivery_mutex_);
   if (closed_) return;
   account_gap(info);
+  auto& c = stats_->counters();
   if (!handler_(f, info)) {
     c.bad_frames.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  c.messages.fetch_add(1, std::memory_order_relaxed);
-  c.bytes.fetch_add(f.payload.size(), std::memory_order_relaxed);
+  count_delivery(f.payload.size());
+}
+
+// messages and bytes change only under delivery_mutex_ (here and in pop()):
+// plain stores, no locked read-modify-write, for readers in other processes.
+void subscriber_core::count_delivery(std::size_t bytes) {
+  auto& c = stats_->counters();
+  c.messages.store(c.messages.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  c.bytes.store(c.bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
 }
 
 void subscriber_core::account_gap(MessageInfo& info) {
@@ -237,9 +254,7 @@ bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::
   info = std::move(queue_.front().info);
   queue_.pop_front();
   account_gap(info);
-  auto& c = stats_->counters();
-  c.messages.fetch_add(1, std::memory_order_relaxed);
-  c.bytes.fetch_add(payload.size(), std::memory_order_relaxed);
+  count_delivery(payload.size());
   const bool resume = paused_.load() && queue_.size() < settings_.depth;
   lock.unlock();
   if (resume) {

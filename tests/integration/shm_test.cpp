@@ -215,6 +215,59 @@ BOOST_AUTO_TEST_CASE(the_wake_socket_takes_nothing_from_strangers) {
   ::close(event_fd);
 }
 
+// A link that ends while its publisher is still listed is made again, and
+// the new link starts at the history window; nothing the old one delivered is
+// delivered twice. In life: a publisher killed an instant before its entry is
+// reclaimed. Here: the subscriber's slot is freed behind its back.
+BOOST_AUTO_TEST_CASE(a_link_made_again_to_the_same_publisher_delivers_nothing_twice) {
+  namespace layout = ipcbus::transport::shm::layout;
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm, history: 8 }\n"));
+  std::mutex m;
+  std::vector<std::uint64_t> seen;
+  auto sub = bus.subscribe<Sample>("again/x", [&](const Sample& s, const ipcbus::MessageInfo&) {
+    std::lock_guard l(m);
+    seen.push_back(s.index());
+  });
+  const auto count = [&] {
+    std::lock_guard l(m);
+    return seen.size();
+  };
+  auto pub = bus.advertise<Sample>("again/x");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  for (int i = 1; i <= 5; ++i) pub.publish(ipcbus::test::make_sample(i, 32));
+  BOOST_REQUIRE(eventually([&] { return count() == 5; }));
+  {
+    const std::string ring = ring_of(d.domain_dir(), "again/x");
+    const int fd = ::shm_open(ring.c_str(), O_RDWR, 0);
+    BOOST_REQUIRE(fd >= 0);
+    void* base = ::mmap(nullptr, sizeof(layout::ring_header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    BOOST_REQUIRE(base != MAP_FAILED);
+    bool freed = false;
+    for (auto& s : static_cast<layout::ring_header*>(base)->slot_table) {
+      const std::uint64_t st = s.state.load();
+      if (layout::slot_phase(st) == layout::phase_active && layout::slot_pid(st) == static_cast<std::uint32_t>(::getpid())) {
+        s.state.store(layout::freed_state(st));
+        freed = true;
+      }
+    }
+    ::munmap(base, sizeof(layout::ring_header));
+    BOOST_REQUIRE(freed);
+  }
+  pub.publish(ipcbus::test::make_sample(6, 32));  // wakes the link, which finds its slot gone
+  BOOST_REQUIRE(eventually([&] { return sub.publisher_count() == 1u && count() >= 6; }));
+  for (int i = 7; i <= 8; ++i) pub.publish(ipcbus::test::make_sample(i, 32));
+  BOOST_REQUIRE(eventually([&] { return count() >= 8; }));
+  std::this_thread::sleep_for(200ms);  // anything delivered twice would arrive by now
+  std::lock_guard l(m);
+  BOOST_TEST(seen == (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}), "delivered: " << [&] {
+    std::string out;
+    for (auto v : seen) out += std::to_string(v) + " ";
+    return out;
+  }());
+}
+
 BOOST_AUTO_TEST_CASE(sigkilled_publisher_is_noticed_and_its_segments_are_reclaimed) {
   scratch_domain d;
   // Frames of 2 MiB in a ring of 256 KiB: each one lives in a side segment.

@@ -84,7 +84,10 @@ std::size_t ring_publisher::index_of(std::uint64_t pos) const {
   return static_cast<std::size_t>(it - records_.begin());
 }
 
-std::size_t ring_publisher::pending(std::uint64_t cursor) const { return records_.size() - index_of(cursor); }
+void ring_publisher::forget_oldest_record() {
+  records_.pop_front();
+  ++forgotten_;
+}
 
 std::size_t ring_publisher::active_count() const {
   std::size_t n = 0;
@@ -100,25 +103,32 @@ std::size_t ring_publisher::active_count() const {
 // A cursor only moves forward while its slot keeps the same state, so the
 // value seen last is a safe underestimate: the cursor's cache line (which the
 // reader writes for every record) is read again only when that value says
-// there is no room.
+// there is no room. With it is kept the cursor's ordinal (records ever written
+// before it), so that how many frames it is behind costs a subtraction, not a
+// search of the index, for every record.
 bool ring_publisher::room_for(const placement& at) const {
   const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
-  const auto fits = [&](std::uint64_t c) {
+  const std::uint64_t written = forgotten_ + records_.size();
+  const std::size_t depth = options_.settings.depth;
+  const auto fits = [&](const seen_cursor& seen) {
+    const std::uint64_t c = seen.cursor;
     if (c > tail_) return true;  // nonsense from a broken reader: it cannot hold us up
     if (c < oldest_kept) return false;
     // Every record takes at least min_record bytes: a reader closer than depth
-    // of those cannot be depth frames behind, and the index need not be searched.
-    return (tail_ - c) / min_record + 1 <= options_.settings.depth || pending(c) + 1 <= options_.settings.depth;
+    // of those cannot be depth frames behind.
+    if ((tail_ - c) / min_record + 1 <= depth) return true;
+    return written - std::max(seen.ordinal, forgotten_) + 1 <= depth;
   };
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
     const layout::slot& s = slot_at(i);
     const std::uint64_t st = s.state.load();
     if (layout::slot_phase(st) != layout::phase_active) continue;
-    auto& [seen_state, seen_cursor] = cursors_seen_[i];
-    if (seen_state == st && fits(seen_cursor)) continue;
-    seen_state = st;
-    seen_cursor = s.cursor.load();
-    if (!fits(seen_cursor)) return false;
+    seen_cursor& seen = cursors_seen_[i];
+    if (seen.state == st && fits(seen)) continue;
+    seen.state = st;
+    seen.cursor = s.cursor.load();
+    seen.ordinal = forgotten_ + index_of(seen.cursor);
+    if (!fits(seen)) return false;
   }
   return true;
 }
@@ -298,7 +308,7 @@ std::error_code ring_publisher::create_blob(std::size_t size, mapped_segment& bl
 // the caller may already have scribbled over the old bytes.
 void ring_publisher::announce(const placement& at) {
   const std::uint64_t oldest_kept = at.end > capacity_ ? at.end - capacity_ : 0;
-  while (!records_.empty() && records_.front().pos < oldest_kept) records_.pop_front();
+  while (!records_.empty() && records_.front().pos < oldest_kept) forget_oldest_record();
   const std::uint64_t head = records_.empty() ? at.start : records_.front().pos;
   hdr_->head.store(head, std::memory_order_relaxed);
   // A subscriber attaching during a long loan must not start inside it.
@@ -402,9 +412,12 @@ void ring_publisher::wake_readers() {
   if (futex) layout::futex_wake_all(hdr_->data_futex);
 }
 
+// The slot's state is not checked: whoever registered last for the slot asked
+// for this (a newcomer that has not registered yet sleeps on the futex), and an
+// owner evicted meanwhile must wake up to learn it.
 bool ring_publisher::wake_directly(std::size_t i) {
   const wake_target& t = wake_targets_[i];
-  if (t.fd < 0 || t.state != slot_at(i).state.load(std::memory_order_acquire)) return false;
+  if (t.fd < 0) return false;
   const std::uint64_t one = 1;
   // Non-blocking (shm_wake.cpp): EAGAIN means a wake-up is pending anyway.
   (void)::write(t.fd, &one, sizeof one);
@@ -445,7 +458,7 @@ void ring_publisher::trim() {
       slowest = std::min(slowest, s.cursor.load(std::memory_order_acquire));
   }
   const std::uint64_t keep_from = std::min(slowest, history_pos_);
-  while (!records_.empty() && records_.front().end <= keep_from) records_.pop_front();
+  while (!records_.empty() && records_.front().end <= keep_from) forget_oldest_record();
   const std::uint64_t head = records_.empty() ? tail_ : records_.front().pos;
   while (!blobs_.empty()) {
     const record& b = blobs_.front();

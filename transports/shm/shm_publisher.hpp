@@ -93,7 +93,7 @@ class ring_publisher {
   // All with mutex_ held.
   placement place(std::uint64_t len) const;
   bool room_for(const placement& at) const;
-  std::size_t pending(std::uint64_t cursor) const;
+  void forget_oldest_record();
   std::size_t index_of(std::uint64_t pos) const;
   std::error_code wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at);
   // Sleeps until a reader moves its cursor (or a short timeout), unless `ready` already holds.
@@ -137,8 +137,15 @@ class ring_publisher {
   std::uint64_t next_blob_id_ = 1;
   std::uint64_t history_pos_ = 0;
   std::array<std::uint64_t, layout::slot_count> seen_{};  // active slot states at the last maintain
-  // (slot state, its cursor) as room_for last read them; see there.
-  mutable std::array<std::pair<std::uint64_t, std::uint64_t>, layout::slot_count> cursors_seen_{};
+  std::uint64_t forgotten_ = 0;  // records dropped from the front of records_, ever
+  // A slot's state and cursor as room_for last read them, and the cursor's
+  // ordinal (forgotten_ + its index in records_ then); see there.
+  struct seen_cursor {
+    std::uint64_t state = 0;
+    std::uint64_t cursor = 0;
+    std::uint64_t ordinal = 0;
+  };
+  mutable std::array<seen_cursor, layout::slot_count> cursors_seen_{};
   clock::time_point last_eviction_check_{};
   std::array<std::pair<std::uint64_t, clock::time_point>, layout::slot_count> newcomers_{};
   endpoint_counters counters_;

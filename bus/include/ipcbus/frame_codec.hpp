@@ -48,6 +48,12 @@ std::size_t delimited_frame_size(const frame_header& h, std::size_t payload_size
 // `payload_size` payload bytes go. Writing it again with a header of the same
 // encoded size (a new publish time, say) returns the same position.
 char* encode_delimited_frame_header(char* out, const frame_header& h, std::size_t payload_size);
+// The same, for a caller that already knows frame_bytes = frame_size(h, payload_size)
+// (the hot path computes it once per publish, for the size and for the prefix).
+char* encode_delimited_frame_header(char* out, const frame_header& h, std::size_t payload_size,
+                                    std::size_t frame_bytes);
+// delimited_frame_size() of a Frame of `frame_bytes` bytes.
+std::size_t delimited_size(std::size_t frame_bytes);
 
 // Writes the whole delimited frame at `out` (delimited_frame_size() bytes).
 // Returns false when the payload writer failed.

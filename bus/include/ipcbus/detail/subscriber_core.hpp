@@ -50,8 +50,9 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   struct link_entry {
     std::unique_ptr<subscriber_link> link;
     std::uint64_t last_sequence = 0;  // duplicates (history overlap) are dropped
-    std::string transport;
-    std::string topic;
+    // What callbacks get: topic, transport and publisher are set once, the rest
+    // is refreshed per frame (no strings copied per message).
+    MessageInfo info;
   };
   struct queued {
     std::string payload;
@@ -64,6 +65,7 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   void enqueue(const frame_view& frame, MessageInfo info);
   // Fills info.lost_before from the gap since the last message delivered from that publisher.
   void account_gap(MessageInfo& info);
+  void count_delivery(std::size_t bytes);  // with delivery_mutex_ held
   void set_paused(bool paused);  // io thread
 
   std::shared_ptr<bus_state> bus_;
@@ -78,6 +80,10 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   // io thread only
   std::map<std::uint64_t, link_entry> links_;
   std::set<std::uint64_t> refused_;
+  // The last sequence delivered by links that ended, by publisher: a link made
+  // again to a publisher still listed (a dead one whose entry is not reclaimed
+  // yet, say) skips what the old link delivered.
+  std::map<std::uint64_t, std::uint64_t> ended_links_;
   std::atomic<bool> paused_{false};  // written on the io thread, read by pop()
   std::atomic<std::size_t> link_count_{0};
 

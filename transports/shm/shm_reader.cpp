@@ -220,7 +220,6 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
 // checks `use` again afterwards: a publisher that lapped us may have reused it.
 ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref,
                                          frame_view& out) {
-  const std::string name = blob_name(name_, ref.segment);
   if (ref.size > options_.max_frame + max_prefix) {
     if (overrun(c)) return step::lapped;
     return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(ref.size) +
@@ -231,7 +230,7 @@ ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, co
   if (const auto ec = map_blob(ref.segment, ref.size, base)) {
     if (ec == errc::peer_gone) return blob_gone(c, next, ref, "does not exist");
     if (overrun(c)) return step::lapped;
-    return fail(ec, "side segment " + name + ": " + ec.message());
+    return fail(ec, "side segment " + blob_name(name_, ref.segment) + ": " + ec.message());
   }
   const auto* bh = reinterpret_cast<const layout::blob_header*>(base);
   const auto holds_this = [&] {
@@ -251,9 +250,10 @@ ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, co
   }
   buffer_.assign(frame, ref.size);
   std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look (seqlock)
-  if (bh->use.load(std::memory_order_relaxed) != ref.use || overrun(c)) {
+  if (overrun(c)) return step::lapped;  // the record itself was overwritten: recover() finds the head
+  if (bh->use.load(std::memory_order_relaxed) != ref.use) {
     // Reused under our copy: the publisher lapped us (and moved our cursor)
-    // or, if it has not, released it before we attached.
+    // or, if it has not, released it before we attached: a loss.
     if (slot_->cursor.load() != c) return step::lapped;
     commit(c, next);
     return step::retry;

@@ -31,6 +31,9 @@ struct bus_case {
   std::string transport;
   wait_mode mode = wait_mode::sleep;
   std::filesystem::path runtime_dir;
+  // Ping-pong through loans: each side writes a 64-byte stamp into a loan of
+  // the full size and publishes it, so nothing size-proportional is copied.
+  bool loan = false;
 };
 
 // Shared (in a shared_block) between the ping side and the background publisher

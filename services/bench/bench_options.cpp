@@ -11,7 +11,14 @@ std::string to_string(workload w) {
   return "?";
 }
 
-std::string to_string(payload_kind p) { return p == payload_kind::bytes ? "bytes" : "protobuf"; }
+std::string to_string(payload_kind p) {
+  switch (p) {
+    case payload_kind::bytes: return "bytes";
+    case payload_kind::protobuf: return "protobuf";
+    case payload_kind::loan: return "loan";
+  }
+  return "?";
+}
 
 std::string to_string(wait_mode m) { return m == wait_mode::spin ? "spin" : "sleep"; }
 

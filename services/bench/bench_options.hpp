@@ -13,7 +13,8 @@
 namespace ipcbus::bench {
 
 enum class workload { pingpong, throughput, loaded };
-enum class payload_kind { bytes, protobuf };
+// loan: Bytes written into Publisher<Bytes>::loan memory (ping-pong on shm:// only).
+enum class payload_kind { bytes, protobuf, loan };
 // How a receiver waits: busy-polling (spin) or blocked in the kernel (sleep).
 enum class wait_mode { spin, sleep };
 

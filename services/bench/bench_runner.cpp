@@ -148,7 +148,7 @@ class runner {
       // and the table groups them.
       for (auto size : all_sizes)
         for (int subs : w == workload::throughput ? subscriber_counts : std::vector<int>{1})
-          for (auto payload : {payload_kind::bytes, payload_kind::protobuf})
+          for (auto payload : {payload_kind::bytes, payload_kind::protobuf, payload_kind::loan})
             for (const auto& c : result_.candidates) {
               const auto mine = sizes_for(w, c);
               if (std::find(mine.begin(), mine.end(), size) == mine.end()) continue;
@@ -157,6 +157,12 @@ class runner {
               if (c.kind == candidate_kind::bus && c.mode == wait_mode::spin &&
                   (subs > 1 || w == workload::loaded))
                 continue;
+              if (payload == payload_kind::loan) {
+                // Zero copy end to end: what a large message costs on the shm ring itself.
+                if (w == workload::pingpong && c.kind == candidate_kind::bus && c.family == "shm")
+                  add(w, c, size, subs, payload);
+                continue;
+              }
               if (payload == payload_kind::protobuf) {
                 // Protobuf against Bytes at the smallest size: what encoding costs per message.
                 if (w == workload::throughput && c.kind == candidate_kind::bus && size == all_sizes.front())
@@ -174,6 +180,7 @@ class runner {
     std::string line = "round " + std::to_string(round + 1) + "/" + std::to_string(rounds_) + "  case " +
                        std::to_string(index + 1) + "/" + std::to_string(cases_.size()) + "  " + to_string(k.what) +
                        " " + size_text(k.size) + " " + k.transport;
+    if (k.payload == payload_kind::loan) line += " loan";
     if (k.what == workload::throughput)
       line += " 1->" + std::to_string(k.subscribers) + " " + to_string(k.payload);
     if (tty_)
@@ -222,7 +229,7 @@ class runner {
     std::unique_ptr<shared_block> shared;
     load_control* load = nullptr;
     if (c.who->kind == candidate_kind::bus) {
-      const bus_case bc{k.transport, k.mode, dir.path()};
+      const bus_case bc{k.transport, k.mode, dir.path(), k.payload == payload_kind::loan};
       if (load_rate) {
         shared = std::make_unique<shared_block>(sizeof(load_control));
         load = new (shared->data()) load_control;

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -281,8 +282,9 @@ BOOST_AUTO_TEST_CASE(sigkilled_publisher_is_noticed_and_its_segments_are_reclaim
   BOOST_REQUIRE(!ring.empty());
   const auto id = ring.substr(ring.size() - 16);
   // The publisher fills our queue (4 frames, their side segments released once
-  // read) and the ring (4 frames), then waits: the ring and 4 side segments.
-  BOOST_REQUIRE(eventually([&] { return segments_of(ring) == 5; }));
+  // read) and the ring (4 frames), then waits: the ring, 4 side segments in
+  // flight and up to 4 released ones in its pool.
+  BOOST_REQUIRE(eventually([&] { return segments_of(ring) >= 5 && segments_of(ring) <= 9; }));
   std::this_thread::sleep_for(500ms);  // the last side segment is written before its record
   BOOST_TEST(fs::exists(d.domain_dir() / (id + ".shm")));
   pub.signal(SIGKILL);
@@ -520,4 +522,202 @@ BOOST_AUTO_TEST_CASE(busy_polling_subscribers_notice_a_sigkilled_publisher) {
   work.reset();
   io.stop();
   runner.join();
+}
+
+// ---- side segments: reused, never torn ----------------------------------------
+
+namespace {
+
+// Names ("/ipcbus-...-b<hex>") of the side segments of `ring` in /dev/shm right now.
+std::set<std::string> side_segments_of(const std::string& ring) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator("/dev/shm")) {
+    std::string name(1, '/');
+    name += e.path().filename().string();
+    if (name.starts_with(ring + "-b")) out.insert(name);
+  }
+  return out;
+}
+
+// Fills a frame of message `index`: the index, then bytes that depend on it and
+// on their place, so that bytes of two messages mixed together are noticed.
+void fill_frame(char* p, std::size_t size, std::uint64_t index) {
+  std::memcpy(p, &index, sizeof index);
+  for (std::size_t i = sizeof index; i < size; ++i) p[i] = static_cast<char>((i * 131 + index * 7) >> 3);
+}
+
+bool frame_intact(std::string_view b) {
+  std::uint64_t index = 0;
+  if (b.size() < sizeof index) return false;
+  std::memcpy(&index, b.data(), sizeof index);
+  for (std::size_t i = sizeof index; i < b.size(); ++i)
+    if (b[i] != static_cast<char>((i * 131 + index * 7) >> 3)) return false;
+  return true;
+}
+
+// Overwrites every side segment of `ring` entirely with `byte`.
+std::size_t scribble_over_side_segments(const std::string& ring, unsigned char byte) {
+  std::size_t n = 0;
+  for (const auto& name : side_segments_of(ring)) {
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    if (fd < 0) continue;  // released meanwhile
+    struct stat st {};
+    const bool ok = ::fstat(fd, &st) == 0 && st.st_size > 0;
+    void* base = ok ? ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                    : MAP_FAILED;
+    ::close(fd);
+    if (base == MAP_FAILED) continue;
+    std::memset(base, byte, static_cast<std::size_t>(st.st_size));
+    ::munmap(base, static_cast<std::size_t>(st.st_size));
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+// 1 MiB messages go to side segments; the publisher reuses released ones and
+// the subscriber its mappings of them, so 300 messages pass through a handful
+// of segments (each used to get one of its own), and never more are in /dev/shm
+// than the frames in flight plus the pool.
+BOOST_AUTO_TEST_CASE(large_frames_reuse_a_bounded_set_of_side_segments) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 8 }\n";  // 512 KiB ring
+  ipcbus::Bus bus(d.options(yaml));
+  std::mutex m;
+  std::set<std::string> mapped;  // the files a Bytes view pointed into
+  std::atomic<int> got{0}, torn{0};
+  auto sub = bus.subscribe<ipcbus::Bytes>("big/reuse", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo&) {
+    if (!frame_intact(b.bytes())) ++torn;
+    {
+      std::lock_guard l(m);
+      mapped.insert(mapping_of(b.data()));
+    }
+    ++got;
+  });
+  auto pub = bus.advertise<ipcbus::Bytes>("big/reuse");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  const std::string ring = ring_of(d.domain_dir(), "big/reuse");
+  BOOST_REQUIRE(!ring.empty());
+  constexpr int total = 300;
+  std::set<std::string> names;  // every side segment seen in /dev/shm
+  std::size_t most = 0;         // the most seen at once
+  for (int i = 0; i < total; ++i) {
+    const std::size_t size = (std::size_t{1} << 20) + static_cast<std::size_t>(i % 7) * 4096;
+    ipcbus::Loan loan = pub.loan(size);
+    fill_frame(loan.data(), size, static_cast<std::uint64_t>(i));
+    loan.publish();
+    const auto now = side_segments_of(ring);
+    most = std::max(most, now.size());
+    names.insert(now.begin(), now.end());
+  }
+  BOOST_REQUIRE(eventually([&] { return got.load() == total; }));
+  BOOST_TEST(torn.load() == 0);
+  // At most depth in flight (+1 being read) plus a pool of at most 8.
+  BOOST_TEST_MESSAGE(total << " messages: " << names.size() << " side segments, at most " << most
+                           << " at once, " << mapped.size() << " mapped by the subscriber");
+  BOOST_TEST(most <= 8u + 1u + 8u);
+  BOOST_TEST(names.size() <= 17u, names.size() << " side segments for " << total << " messages");
+  std::lock_guard l(m);
+  BOOST_TEST(mapped.size() <= 17u, mapped.size() << " mappings for " << total << " messages");
+  for (const auto& f : mapped) BOOST_TEST(f.starts_with("/dev/shm/ipcbus-"), f);
+}
+
+// Under every QoS a large frame arrives whole or not at all, while side
+// segments are reused: frames of varying sizes, checked byte by byte in another
+// process (sample_matches_index), with that process reading as fast as it can.
+BOOST_AUTO_TEST_CASE(large_frames_stay_intact_across_reuse_under_every_qos) {
+  for (const std::string qos : {"reliable", "drop_newest", "drop_oldest"}) {
+    BOOST_TEST_CONTEXT("qos " << qos) {
+      scratch_domain d("reuse-" + qos);
+      const std::string yaml = "defaults: { transport: shm, qos: " + qos + ", depth: 2, publish_timeout_ms: 5000 }\n";
+      const auto cfg = d.write_config(yaml);
+      const auto status_file = d.runtime_dir() / "verify.status";
+      ipcbus::test::status_page status(status_file);
+      ipcbus::Bus bus(d.options(yaml));
+      auto pub = bus.advertise<Sample>("big/qos");
+      child_process sub(peer, {"verify", cfg.string(), "big/qos", status_file.string()});
+      BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+      const std::string ring = ring_of(d.domain_dir(), "big/qos");
+      constexpr std::uint64_t total = 150;
+      std::size_t most = 0;
+      for (std::uint64_t i = 1; i <= total; ++i) {
+        pub.publish(ipcbus::test::make_sample(i, (std::size_t{1} << 20) + (i % 5) * 100000));
+        most = std::max(most, side_segments_of(ring).size());
+      }
+      pub.close(10s);
+      // Everything that was not dropped arrives; what arrives is intact.
+      if (qos == "reliable") BOOST_TEST(eventually([&] { return status->received.load() == total; }));
+      std::this_thread::sleep_for(300ms);
+      sub.signal(SIGTERM);
+      BOOST_TEST(sub.wait(10s) == 0, sub.output());
+      BOOST_TEST(status->received.load() > 0u);
+      BOOST_TEST(status->corrupt.load() == 0u);
+      BOOST_TEST(status->out_of_order.load() == 0u);
+      BOOST_TEST(status->bad_frames.load() == 0u);
+      BOOST_TEST(most <= 2u + 1u + 8u);  // depth (+1 being read in place) plus the pool
+      BOOST_TEST_MESSAGE(qos << ": received " << status->received.load() << " of " << total << ", lost "
+                             << status->lost.load());
+    }
+  }
+}
+
+// drop_oldest: the publisher laps a slow reader at any moment and may then
+// reuse the side segment the reader is copying from. The reader checks the
+// segment's use number after its copy, so it delivers whole frames only.
+BOOST_AUTO_TEST_CASE(a_lapped_drop_oldest_reader_never_delivers_a_torn_large_frame) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm, qos: drop_oldest, depth: 1 }\n"));
+  std::atomic<int> got{0}, torn{0};
+  auto sub = bus.subscribe<ipcbus::Bytes>("big/lossy", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo&) {
+    if (!frame_intact(b.bytes())) ++torn;
+    ++got;
+  });
+  auto pub = bus.advertise<ipcbus::Bytes>("big/lossy");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  const std::string ring = ring_of(d.domain_dir(), "big/lossy");
+  std::set<std::string> names;
+  const auto until = std::chrono::steady_clock::now() + 3s;
+  std::uint64_t sent = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    const std::size_t size = (std::size_t{1} << 20) + (sent % 3) * 8192;
+    ipcbus::Loan loan = pub.loan(size);
+    fill_frame(loan.data(), size, sent++);
+    loan.publish();
+    if (sent % 16 == 0) {
+      const auto now = side_segments_of(ring);
+      names.insert(now.begin(), now.end());
+    }
+  }
+  BOOST_REQUIRE(eventually([&] { return got.load() > 0 && sub.counters()->lost.load() > 0; }));
+  BOOST_TEST(torn.load() == 0);
+  BOOST_TEST(sub.counters()->bad_frames.load() == 0u);
+  BOOST_TEST(names.size() < sent / 4, names.size() << " side segments for " << sent << " messages");
+  BOOST_TEST_MESSAGE("sent " << sent << ", delivered " << got.load() << ", lost " << sub.counters()->lost.load()
+                             << ", side segments " << names.size());
+}
+
+// A side segment scribbled over while a subscriber in another process still has
+// to read it: the subscriber refuses the publisher, and neither crashes.
+BOOST_AUTO_TEST_CASE(garbage_in_side_segments_closes_the_link_not_the_subscriber) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 4, publish_timeout_ms: 100 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto pub = bus.advertise<Sample>("big/garbage");
+  child_process sub(peer, {"subscribe", cfg.string(), "big/garbage", "1000000", "4000"});
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+  ::kill(sub.pid(), SIGSTOP);  // frozen with large frames waiting for it...
+  std::error_code ec;
+  for (int i = 1; i <= 40 && !ec; ++i) pub.publish(ipcbus::test::make_sample(i, 1 << 20), ec);
+  BOOST_TEST(ec == ipcbus::errc::timed_out);  // its queue and the ring are full
+  const std::string ring = ring_of(d.domain_dir(), "big/garbage");
+  BOOST_TEST(scribble_over_side_segments(ring, 0xab) >= 4u);  // ...which are garbage when it wakes up
+  ::kill(sub.pid(), SIGCONT);
+  BOOST_REQUIRE(eventually([&] { return pub.subscriber_count() == 0; }));  // it left the ring
+  const int status = sub.wait(20s);
+  BOOST_REQUIRE(status != -1);
+  BOOST_TEST(WIFEXITED(status));  // no crash, no signal
+  BOOST_TEST(sub.output().find("corrupt 0") != std::string::npos, sub.output());
+  pub.publish(ipcbus::test::make_sample(41, 1 << 20));  // the publisher carries on
 }

@@ -13,7 +13,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -27,8 +29,8 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plain 32-bit");
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
-inline constexpr std::uint64_t blob_magic = 0x31424f4c42535049ull;  // "IPSBLOB1"
-inline constexpr std::uint32_t version = 3;
+inline constexpr std::uint64_t blob_magic = 0x32424f4c42535049ull;  // "IPSBLOB2"
+inline constexpr std::uint32_t version = 4;
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is
@@ -50,18 +52,56 @@ inline constexpr std::uint64_t record_size(std::uint64_t len) {
   return align_up(sizeof(record_header) + len, record_align);
 }
 
-// A frame too large for the ring lives in a segment of its own: <ring name>-b<blob_id hex>.
+// A frame too large for the ring lives in a side segment, <ring name>-b<segment hex>.
+// The publisher reuses side segments (README.md "Side segments"): `use` numbers the
+// large frames (it only grows, one per frame), `segment` names the side segment
+// that holds this one, and the segment's header says which use it holds right now.
 struct blob_ref {
-  std::uint64_t blob_id;  // names the side segment; ids only grow
-  std::uint64_t size;     // bytes of the encoded frame in it
-};
-
-struct blob_header {
-  std::uint64_t magic;
-  std::uint64_t size;
-  std::uint64_t blob_id;
+  std::uint64_t use;      // this frame's number among the ring's large frames
+  std::uint64_t segment;  // names the side segment; segment numbers only grow
+  std::uint64_t size;     // bytes of the encoded frame
   std::uint64_t reserved;
 };
+
+// The first 64 bytes of a side segment; the frame follows. magic, segment and
+// room never change once written; use and size change each time the
+// publisher puts a new frame in: `use` first (0 while the segment is free),
+// then a release fence, then the bytes, so that a reader that copied the
+// bytes and then finds `use` unchanged copied that frame and no other.
+struct alignas(64) blob_header {
+  std::uint64_t magic;
+  std::uint64_t segment;           // its own number, as in its name
+  std::uint64_t room;              // frame bytes it can hold: segment size - sizeof(blob_header)
+  std::uint64_t reserved;
+  std::atomic<std::uint64_t> use;  // blob_ref::use of the frame in it; 0: free
+  std::uint64_t size;              // bytes of that frame
+};
+static_assert(sizeof(blob_header) == 64);
+
+// Side segment sizes come in classes, 4, 5, 6 or 7 times a power of two (at
+// least 64 KiB), so that frames of similar sizes reuse the same segments and
+// at most a quarter is wasted. A segment is reused for a frame only while it
+// is at most twice the class that frame needs, so a reader can bound what it
+// maps by max_blob_segment(its max_frame).
+inline constexpr std::uint64_t min_blob_segment = 64 * 1024;
+inline constexpr std::uint64_t blob_segment_size(std::uint64_t frame_bytes) {
+  const std::uint64_t need = sizeof(blob_header) + frame_bytes;
+  if (need <= min_blob_segment) return min_blob_segment;
+  const std::uint64_t quarter = std::uint64_t{1} << (std::bit_width(need) - 3);  // need >= 4 quarters
+  return align_up(need, quarter);
+}
+inline constexpr std::uint64_t max_blob_segment(std::uint64_t frame_bytes) {
+  return 2 * blob_segment_size(frame_bytes);
+}
+static_assert(blob_segment_size((1u << 20) + 64) == (5u << 18));  // a 1 MiB message: 1.25 MiB
+
+// Bytes of side segments a publisher keeps for reuse, and a subscriber keeps
+// mapped, beyond those in flight: 4 rings' worth, at least 64 MiB (so a few
+// frames of several MiB fit, whatever the ring). One segment is kept whatever
+// its size.
+inline constexpr std::uint64_t blob_pool_budget(std::uint64_t ring_capacity) {
+  return std::max<std::uint64_t>(4 * ring_capacity, std::uint64_t{64} << 20);
+}
 
 // Slot state word: generation (30 bits) | pid (32 bits) | phase (2 bits). The
 // pid travels in the same word as the claim so that a subscriber killed right

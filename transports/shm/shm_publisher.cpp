@@ -28,6 +28,10 @@ constexpr auto idle_eviction_interval = std::chrono::milliseconds(500);
 constexpr auto max_sleep = std::chrono::milliseconds(10);
 // How long a drop_oldest publisher spares a subscriber's first frame.
 constexpr auto newcomer_grace = std::chrono::seconds(1);
+// Released side segments kept for reuse: at most this many, together at most
+// pool_budget() bytes, each for at most pool_idle_time unused.
+constexpr std::size_t pool_max_segments = 8;
+constexpr auto pool_idle_time = std::chrono::seconds(2);
 }  // namespace
 
 std::uint64_t ring_capacity(const topic_settings& s) {
@@ -61,7 +65,7 @@ std::error_code ring_publisher::open() {
   hdr_->publisher_id = options_.publisher_id;
   hdr_->owner_pid = static_cast<std::uint32_t>(::getpid());
   hdr_->qos = static_cast<std::uint32_t>(options_.settings.qos);
-  hdr_->blobs_released.store(next_blob_id_, std::memory_order_relaxed);
+  hdr_->blobs_released.store(next_use_, std::memory_order_relaxed);
   // Everything above must be visible to whoever sees the magic.
   hdr_->magic.store(layout::ring_magic, std::memory_order_release);
   return {};
@@ -269,8 +273,19 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
       break;
   }
   if (side) {
-    if (auto ec = create_blob(size, pending_.blob, pending_.blob_id)) return ec;
-    out.data = pending_.blob.data() + sizeof(layout::blob_header);
+    if (auto ec = take_blob(size, pending_.blob)) return ec;
+    pending_.use = next_use_++;
+    // The new use before the new bytes: a reader copying the old frame out
+    // (drop_oldest) then sees the change when it checks after its copy.
+    // The fixed fields again too: whatever scribbled over a pooled segment is gone.
+    layout::blob_header* h = pending_.blob.header();
+    h->magic = layout::blob_magic;
+    h->segment = pending_.blob.id;
+    h->room = pending_.blob.room();
+    h->use.store(pending_.use);
+    h->size = size;
+    std::atomic_thread_fence(std::memory_order_release);
+    out.data = pending_.blob.frame();
   } else {
     out.data = data_ + (at.start & mask_) + sizeof(layout::record_header);
   }
@@ -285,19 +300,91 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   return {};
 }
 
-// A side segment of its own for a frame of `size` bytes; its header is written
-// now, the frame by the caller. Readers find it only through the ring record.
-std::error_code ring_publisher::create_blob(std::size_t size, mapped_segment& blob, std::uint64_t& blob_id) {
-  const std::uint64_t id = next_blob_id_++;
-  if (auto ec = create_segment(blob_name(name_, id), sizeof(layout::blob_header) + size, blob)) {
+// A side segment for a frame of `size` bytes: the smallest pooled one that
+// fits (and is not more than twice the size class the frame needs), else a
+// new one. Readers find it only through the ring record.
+std::error_code ring_publisher::take_blob(std::size_t size, side_segment& out) {
+  const std::uint64_t largest = layout::max_blob_segment(size);
+  std::size_t best = pool_.size();
+  // Newest release first: the segment most likely still in every cache.
+  for (std::size_t i = pool_.size(); i-- > 0;) {
+    const auto& p = pool_[i];
+    if (p.seg.room() < size || p.seg.map.size() > largest) continue;
+    if (best != pool_.size() && pool_[best].seg.map.size() <= p.seg.map.size()) continue;
+    if (reader_at(p.pos, p.end)) continue;
+    best = i;
+  }
+  if (best == pool_.size()) return create_blob(size, out);
+  pool_bytes_ -= pool_[best].seg.map.size();
+  out = std::move(pool_[best].seg);
+  pool_.erase(pool_.begin() + static_cast<std::ptrdiff_t>(best));
+  return {};
+}
+
+std::error_code ring_publisher::create_blob(std::size_t size, side_segment& out) {
+  side_segment seg;
+  seg.id = next_segment_++;
+  if (auto ec = create_segment(blob_name(name_, seg.id), layout::blob_segment_size(size), seg.map)) {
     log_line(log_level::warn, "topic '" + options_.topic + "': cannot create a side segment for a frame of " +
                                   std::to_string(size) + " bytes: " + ec.message());
     return ec;
   }
-  const layout::blob_header h{layout::blob_magic, size, id, 0};
-  std::memcpy(blob.data(), &h, sizeof h);
-  blob_id = id;
+  auto* h = new (seg.map.data()) layout::blob_header();
+  h->magic = layout::blob_magic;
+  h->segment = seg.id;
+  h->room = seg.room();
+  out = std::move(seg);
   return {};
+}
+
+// Whether a live reader's cursor is at the record [pos, end): then it may be
+// reading the frame in that record's side segment right now, having checked
+// the segment's use before it was released. Every other reader that gets to
+// that record later reads the segment's use after this scan, and so sees the
+// 0 that release_blob stored before it: the record is then a loss to it
+// (README.md "Side segments"). seq_cst loads, as release_blob's store.
+bool ring_publisher::reader_at(std::uint64_t pos, std::uint64_t end) const {
+  if (pos == end) return false;
+  for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
+    const layout::slot& s = slot_at(i);
+    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
+    const std::uint64_t c = s.cursor.load();
+    if (c >= pos && c < end) return true;
+  }
+  return false;
+}
+
+// A side segment nobody needs any more: marked free, then pooled for reuse,
+// or unlinked when the pool is full. The pool drops its oldest releases first
+// to stay within pool_max_segments and pool_budget(); a single segment is
+// kept whatever its size.
+void ring_publisher::release_blob(side_segment seg, std::uint64_t pos, std::uint64_t end) {
+  seg.header()->use.store(0);  // seq_cst: before any later reader_at scan
+  pool_bytes_ += seg.map.size();
+  pool_.push_back({std::move(seg), pos, end, clock::now()});
+  while (pool_.size() > 1 && (pool_.size() > pool_max_segments || pool_bytes_ > pool_budget())) {
+    pool_bytes_ -= pool_.front().seg.map.size();
+    unlink_blob(pool_.front().seg);
+    pool_.erase(pool_.begin());
+  }
+}
+
+std::uint64_t ring_publisher::pool_budget() const { return layout::blob_pool_budget(capacity_); }
+
+void ring_publisher::unlink_blob(side_segment& seg) {
+  if (seg.id) ::shm_unlink(blob_name(name_, seg.id).c_str());
+  seg.map.reset();
+  seg.id = 0;
+}
+
+// Housekeeping: side segments nobody reused for a while go.
+void ring_publisher::expire_pool() {
+  const auto now = clock::now();
+  while (!pool_.empty() && now - pool_.front().since >= pool_idle_time) {
+    pool_bytes_ -= pool_.front().seg.map.size();
+    unlink_blob(pool_.front().seg);
+    pool_.erase(pool_.begin());
+  }
 }
 
 // Tells readers which bytes are about to change before they do: drop records
@@ -336,8 +423,7 @@ void ring_publisher::announce(const placement& at) {
 std::error_code ring_publisher::commit_reserved() {
   std::lock_guard lock(mutex_);
   if (!pending_.active) return make_error_code(errc::invalid_argument);
-  if (closed_) {
-    if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
+  if (closed_) {  // close() unlinked a side segment already
     end_reservation();
     return make_error_code(errc::closed);
   }
@@ -354,14 +440,16 @@ std::error_code ring_publisher::commit_reserved() {
 
 void ring_publisher::end_reservation() {
   pending_.active = false;
-  pending_.blob_id = 0;
-  if (pending_.blob) pending_.blob.reset();
+  pending_.use = 0;
+  pending_.blob = side_segment{};
 }
 
+// A cancelled loan's side segment was never published: nobody can be reading
+// it, so it goes straight back to the pool.
 void ring_publisher::cancel_reserved() {
   std::lock_guard lock(mutex_);
   if (!pending_.active) return;
-  if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
+  if (pending_.use && !closed_) release_blob(std::move(pending_.blob), 0, 0);
   end_reservation();
 }
 
@@ -375,18 +463,18 @@ void ring_publisher::publish_record() {
     std::memcpy(data_ + (tail_ & mask_), &pad, sizeof pad);
   }
   char* out = data_ + (at.start & mask_);
-  const std::uint64_t blob_id = pending_.blob_id;
-  const layout::record_header rh{static_cast<std::uint32_t>(at.len), blob_id ? layout::flag_blob : 0u,
+  const std::uint64_t use = pending_.use;
+  const layout::record_header rh{static_cast<std::uint32_t>(at.len), use ? layout::flag_blob : 0u,
                                  pending_.sequence};
   std::memcpy(out, &rh, sizeof rh);
-  if (blob_id) {
-    const layout::blob_ref ref{blob_id, pending_.size};
+  if (use) {
+    const layout::blob_ref ref{use, pending_.blob.id, pending_.size, 0};
     std::memcpy(out + sizeof rh, &ref, sizeof ref);
   }
   hdr_->tail.store(at.end);  // seq_cst: ordered before the check of the waiting flags
   tail_ = at.end;
-  records_.push_back({at.start, at.end, blob_id});
-  if (blob_id) blobs_.push_back(records_.back());
+  records_.push_back({at.start, at.end, use});
+  if (use) blobs_.push_back({records_.back(), std::move(pending_.blob)});
   const std::size_t h = options_.settings.history;
   history_pos_ = h == 0 ? tail_ : records_[records_.size() > h ? records_.size() - h : 0].pos;
   hdr_->history_start.store(history_pos_, std::memory_order_release);
@@ -447,9 +535,10 @@ void ring_publisher::forget_wake_target(std::size_t i) {
 
 // Forgets records every live subscriber has passed and that are older than
 // the history window: they only matter for counting and lapping, and a big
-// ring of tiny frames would otherwise cost a large index. Then unlinks side
-// segments, oldest first, once their record left the ring or was forgotten.
-// Subscribers that already mapped one keep reading it: unlink removes the name only.
+// ring of tiny frames would otherwise cost a large index. Then releases side
+// segments, oldest first, once their record left the ring or was forgotten:
+// to the pool for reuse (release_blob), or unlinked. Subscribers that mapped
+// an unlinked one keep reading it: unlink removes the name only.
 void ring_publisher::trim() {
   std::uint64_t slowest = tail_;
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
@@ -460,18 +549,23 @@ void ring_publisher::trim() {
   const std::uint64_t keep_from = std::min(slowest, history_pos_);
   while (!records_.empty() && records_.front().end <= keep_from) forget_oldest_record();
   const std::uint64_t head = records_.empty() ? tail_ : records_.front().pos;
-  while (!blobs_.empty()) {
-    const record& b = blobs_.front();
+  std::size_t n = 0;
+  for (; n < blobs_.size(); ++n) {
+    const record& b = blobs_[n].rec;
     const bool in_ring = b.pos >= head;
     if (in_ring && (b.end > slowest || b.pos >= history_pos_)) break;
-    ::shm_unlink(blob_name(name_, b.blob_id).c_str());
+  }
+  // Not past a side segment still being filled (a reservation). Stored before
+  // the segments are marked free: a reader that finds one free (or reused)
+  // then also finds its use below blobs_released, and takes it for a loss.
+  std::uint64_t released = n < blobs_.size() ? blobs_[n].rec.use : next_use_;
+  if (pending_.use) released = std::min(released, pending_.use);
+  hdr_->blobs_released.store(released, std::memory_order_release);
+  for (; n > 0; --n) {
+    const record b = blobs_.front().rec;
+    release_blob(std::move(blobs_.front().seg), b.pos, b.end);
     blobs_.pop_front();
   }
-  // Not past a side segment still being filled (a reservation): readers take
-  // ids below blobs_released for unlinked ones.
-  std::uint64_t released = blobs_.empty() ? next_blob_id_ : blobs_.front().blob_id;
-  if (pending_.blob_id) released = std::min(released, pending_.blob_id);
-  hdr_->blobs_released.store(released, std::memory_order_release);
 }
 
 void ring_publisher::evict_dead(clock::duration at_most_every) {
@@ -531,6 +625,7 @@ void ring_publisher::maintain() {
     }
     seen_[i] = now;
   }
+  expire_pool();
   if (const std::size_t n = active_count(); n != subscribers_seen_) {
     subscribers_seen_ = n;
     counters_changed();
@@ -550,10 +645,14 @@ void ring_publisher::close() {
     wake_directly(i);
     forget_wake_target(i);
   }
-  for (const auto& b : blobs_) ::shm_unlink(blob_name(name_, b.blob_id).c_str());
+  for (auto& b : blobs_) unlink_blob(b.seg);
   blobs_.clear();
-  if (pending_.blob_id) ::shm_unlink(blob_name(name_, pending_.blob_id).c_str());
-  hdr_->blobs_released.store(next_blob_id_);
+  for (auto& p : pool_) unlink_blob(p.seg);
+  pool_.clear();
+  pool_bytes_ = 0;
+  // A loan still being written keeps its mapping until it ends; only the name goes.
+  if (pending_.use) ::shm_unlink(blob_name(name_, pending_.blob.id).c_str());
+  hdr_->blobs_released.store(next_use_);
   ::shm_unlink(name_.c_str());
   ::unlink(marker_.c_str());
 }

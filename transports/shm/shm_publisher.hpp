@@ -22,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ipcbus/transport.hpp"
 #include "shm_layout.hpp"
@@ -81,7 +82,29 @@ class ring_publisher {
   struct record {
     std::uint64_t pos;
     std::uint64_t end;
-    std::uint64_t blob_id;  // 0: the frame is in the ring
+    std::uint64_t use;  // 0: the frame is in the ring; else its blob_ref::use
+  };
+  // A side segment this publisher made, mapped for as long as it keeps it.
+  struct side_segment {
+    std::uint64_t id = 0;  // 0: none
+    mapped_segment map;
+    layout::blob_header* header() const { return reinterpret_cast<layout::blob_header*>(map.data()); }
+    char* frame() const { return map.data() + sizeof(layout::blob_header); }
+    std::uint64_t room() const { return map.size() - sizeof(layout::blob_header); }
+  };
+  // A published frame in its side segment.
+  struct in_flight {
+    record rec;
+    side_segment seg;
+  };
+  // A released side segment kept for reuse, with the record it held last
+  // (empty for a cancelled loan): a reader whose cursor is there may still be
+  // reading it, so it is not reused while one is (see take_blob).
+  struct pooled {
+    side_segment seg;
+    std::uint64_t pos;
+    std::uint64_t end;
+    clock::time_point since;
   };
   struct placement {
     std::uint64_t pad;    // bytes of padding record before the frame (0: none)
@@ -102,7 +125,13 @@ class ring_publisher {
   void make_room(const placement& at);
   std::uint64_t drop_target(std::uint64_t cursor, const placement& at) const;
   bool would_lap_newcomer(const placement& at);
-  std::error_code create_blob(std::size_t size, mapped_segment& blob, std::uint64_t& blob_id);
+  std::error_code take_blob(std::size_t size, side_segment& out);
+  std::error_code create_blob(std::size_t size, side_segment& out);
+  bool reader_at(std::uint64_t pos, std::uint64_t end) const;
+  void release_blob(side_segment seg, std::uint64_t pos, std::uint64_t end);
+  void unlink_blob(side_segment& seg);
+  void expire_pool();
+  std::uint64_t pool_budget() const;
   void announce(const placement& at);
   void publish_record();
   void end_reservation();
@@ -133,8 +162,11 @@ class ring_publisher {
   mutable std::mutex mutex_;
   std::uint64_t tail_ = 0;
   std::deque<record> records_;  // records intact in the ring that someone may still read, by position
-  std::deque<record> blobs_;    // side segments not yet unlinked, by id
-  std::uint64_t next_blob_id_ = 1;
+  std::deque<in_flight> blobs_;  // side segments holding a frame someone may still read, by use
+  std::vector<pooled> pool_;     // released side segments kept for reuse, oldest release first
+  std::uint64_t pool_bytes_ = 0;
+  std::uint64_t next_use_ = 1;      // blob_ref::use of the next large frame
+  std::uint64_t next_segment_ = 1;  // number (name) of the next side segment created
   std::uint64_t history_pos_ = 0;
   std::array<std::uint64_t, layout::slot_count> seen_{};  // active slot states at the last maintain
   std::uint64_t forgotten_ = 0;  // records dropped from the front of records_, ever
@@ -160,8 +192,8 @@ class ring_publisher {
     placement at{};
     std::uint64_t sequence = 0;
     std::uint64_t size = 0;     // bytes of the encoded frame
-    std::uint64_t blob_id = 0;  // 0: the frame goes into the ring itself
-    mapped_segment blob;
+    std::uint64_t use = 0;  // 0: the frame goes into the ring itself
+    side_segment blob;
   };
   reservation pending_;
   std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back

@@ -1,7 +1,10 @@
 #include "shm_reader.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "ipcbus/error.hpp"
@@ -17,6 +20,7 @@ constexpr std::uint64_t max_prefix = 5;         // a varint32 length prefix
 // lets the io thread do something else.
 constexpr int max_attempts = 64;
 constexpr auto owner_check_interval = std::chrono::milliseconds(200);
+constexpr std::size_t max_cached_blobs = 8;
 
 std::error_code malformed() { return make_error_code(errc::malformed_frame); }
 }  // namespace
@@ -115,7 +119,6 @@ void ring_reader::release() {
 
 read_result ring_reader::next(frame_view& out) {
   release();
-  blob_.reset();
   if (!slot_) {
     fail(make_error_code(errc::closed), "detached");
     return failure_;
@@ -207,42 +210,111 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
   return decode(buffer_, out);
 }
 
-// Large frames: mapped read-only and decoded in place. The name comes from the
-// ring's own name and the id, never from the segment's bytes.
+// Large frames, in a side segment the publisher may reuse once every reader
+// passed the record (README.md "Side segments"). The segment's name comes from
+// the ring's own name and the record's segment number, never from segment
+// bytes; its mapping is kept for the next time. The segment's header must say
+// it holds this record's frame (use, size). In place (reliable, drop_newest)
+// our cursor stays on the record until release(), so the publisher does not
+// reuse the segment under the callback. drop_oldest copies the frame out and
+// checks `use` again afterwards: a publisher that lapped us may have reused it.
 ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref,
                                          frame_view& out) {
-  if (ref.size > options_.max_frame + max_prefix)
+  if (ref.size > options_.max_frame + max_prefix) {
+    if (overrun(c)) return step::lapped;
     return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(ref.size) +
                                                             " bytes exceeds the limit of " +
                                                             std::to_string(options_.max_frame));
-  const std::size_t size = sizeof(layout::blob_header) + ref.size;
-  const open_request req{blob_name(name_, ref.blob_id), false, size, size, false};
-  const auto ec = open_segment(req, options_.security, blob_);
-  if (ec == errc::peer_gone) {
+  }
+  const char* base = nullptr;
+  if (const auto ec = map_blob(ref.segment, ref.size, base)) {
+    if (ec == errc::peer_gone) return blob_gone(c, next, ref, "does not exist");
     if (overrun(c)) return step::lapped;
-    // Unlinked by the publisher before we got to it (we attached in between, or
-    // it closed without draining), or reclaimed after it died: a loss, which
-    // shows as a sequence gap.
-    if (ref.blob_id < hdr_->blobs_released.load(std::memory_order_acquire) || hdr_->closed.load() != 0 ||
-        layout::process_gone(owner_)) {
-      commit(c, next);
-      return step::retry;
+    return fail(ec, "side segment " + blob_name(name_, ref.segment) + ": " + ec.message());
+  }
+  const auto* bh = reinterpret_cast<const layout::blob_header*>(base);
+  const auto holds_this = [&] {
+    return bh->use.load() == ref.use && bh->magic == layout::blob_magic && bh->segment == ref.segment &&
+           bh->size == ref.size;
+  };
+  if (!holds_this()) return blob_gone(c, next, ref, "does not hold the frame its record names");
+  const char* frame = base + sizeof(layout::blob_header);
+  if (in_place_) {
+    const step st = decode(std::string_view(frame, ref.size), out);
+    if (st == step::delivered) {
+      held_ = c;
+      held_end_ = next;
+      mark_started();
     }
-    return fail(malformed(), "a record refers to side segment " + req.name + ", which does not exist");
+    return st;
   }
-  if (ec) return overrun(c) ? step::lapped : fail(ec, "side segment " + req.name + ": " + ec.message());
-  layout::blob_header bh;
-  std::memcpy(&bh, blob_.data(), sizeof bh);
-  if (bh.magic != layout::blob_magic || bh.size != ref.size || bh.blob_id != ref.blob_id) {
-    blob_.reset();
-    return overrun(c) ? step::lapped : fail(malformed(), "side segment " + req.name + " does not match its record");
-  }
-  if (!commit(c, next)) {
-    blob_.reset();
+  buffer_.assign(frame, ref.size);
+  std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look (seqlock)
+  if (overrun(c)) return step::lapped;  // the record itself was overwritten: recover() finds the head
+  if (bh->use.load(std::memory_order_relaxed) != ref.use) {
+    // Reused under our copy: the publisher lapped us (and moved our cursor)
+    // or, if it has not, released it before we attached: a loss.
+    if (slot_->cursor.load() != c) return step::lapped;
+    commit(c, next);
     return step::retry;
   }
+  if (!commit(c, next)) return step::retry;  // the publisher lapped us meanwhile
   mark_started();
-  return decode(std::string_view(blob_.data() + sizeof bh, ref.size), out);
+  return decode(buffer_, out);
+}
+
+// The record's side segment is gone or holds another frame. Legitimately so
+// when the publisher released it before we got there (we attached in between,
+// or it closed without draining) or it was reclaimed after the publisher died:
+// then a loss, which shows as a sequence gap. Otherwise the segment is corrupt.
+ring_reader::step ring_reader::blob_gone(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref,
+                                         const std::string& what) {
+  if (overrun(c)) return step::lapped;
+  if (ref.use < hdr_->blobs_released.load(std::memory_order_acquire) || hdr_->closed.load() != 0 ||
+      layout::process_gone(owner_)) {
+    commit(c, next);
+    return step::retry;
+  }
+  return fail(malformed(), "a record refers to side segment " + blob_name(name_, ref.segment) + ", which " + what);
+}
+
+// The mapping of side segment `segment`, big enough for a frame of `size`
+// bytes: the cached one, or a new one (read-only, at most what a frame of
+// max_frame may take). Errors: peer_gone (no such segment), access_denied,
+// malformed_frame (too small or too large).
+std::error_code ring_reader::map_blob(std::uint64_t segment, std::uint64_t size, const char*& base) {
+  const std::uint64_t need = sizeof(layout::blob_header) + size;
+  for (auto& b : blobs_) {
+    if (b.segment != segment) continue;
+    if (b.map.size() < need) return malformed();  // segments never change size
+    b.last_used = ++blob_clock_;
+    base = b.map.data();
+    return {};
+  }
+  mapped_segment m;
+  const open_request req{blob_name(name_, segment), false, need,
+                         layout::max_blob_segment(options_.max_frame + max_prefix), false};
+  if (auto ec = open_segment(req, options_.security, m)) return ec;
+  // Room for it. Nothing is held here (next() released the last frame), so
+  // any mapping may go: first those of segments the publisher unlinked (it
+  // never writes them again, and our mapping alone keeps their memory), then
+  // the least recently used.
+  std::erase_if(blobs_, [&](const cached_blob& b) {
+    struct stat st {};
+    return ::stat(("/dev/shm" + blob_name(name_, b.segment)).c_str(), &st) != 0 && errno == ENOENT;
+  });
+  std::uint64_t bytes = m.size();
+  for (const auto& b : blobs_) bytes += b.map.size();
+  while (!blobs_.empty() &&
+         (blobs_.size() >= max_cached_blobs || bytes > layout::blob_pool_budget(capacity_))) {
+    auto lru = std::min_element(blobs_.begin(), blobs_.end(),
+                                [](const cached_blob& a, const cached_blob& b) { return a.last_used < b.last_used; });
+    bytes -= lru->map.size();
+    blobs_.erase(lru);
+  }
+  blobs_.push_back({segment, std::move(m), ++blob_clock_});
+  base = blobs_.back().map.data();
+  return {};
 }
 
 ring_reader::step ring_reader::decode(std::string_view bytes, frame_view& out) {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "ipcbus/transport.hpp"
 #include "shm_layout.hpp"
@@ -96,6 +97,8 @@ class ring_reader {
   void raise_slots_used(std::uint32_t n);
   step read_record(std::uint64_t c, std::uint64_t t, frame_view& out);
   step read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref, frame_view& out);
+  step blob_gone(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref, const std::string& what);
+  std::error_code map_blob(std::uint64_t segment, std::uint64_t size, const char*& base);
   step decode(std::string_view bytes, frame_view& out);
   bool overrun(std::uint64_t c) const;
   bool recover(std::uint64_t c);
@@ -104,7 +107,16 @@ class ring_reader {
   step fail(std::error_code ec, std::string why);
 
   mapped_segment ring_;
-  mapped_segment blob_;  // the side segment of the frame last returned
+  // Side segments mapped before, kept for when the publisher reuses them: at
+  // most max_cached_blobs, together at most 4 × capacity bytes (or one of any
+  // size). Least recently used first out.
+  struct cached_blob {
+    std::uint64_t segment = 0;
+    mapped_segment map;
+    std::uint64_t last_used = 0;
+  };
+  std::vector<cached_blob> blobs_;
+  std::uint64_t blob_clock_ = 0;
   std::string name_;
   std::string buffer_;   // the copy of the frame last returned
   link_options options_;

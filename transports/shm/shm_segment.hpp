@@ -40,7 +40,7 @@ class mapped_segment {
 
 // "/ipcbus-<16 hex>-<publisher id hex>"
 std::string ring_name(const std::filesystem::path& domain_dir, std::uint64_t publisher_id);
-// "<ring>-b<blob id hex>"
+// "<ring>-b<side segment number hex>"
 std::string blob_name(const std::string& ring, std::uint64_t blob_id);
 // Accepts only names this transport makes ("/ipcbus-" then [0-9a-f-]), so a URI
 // from a discovery entry can never name some other object.

@@ -195,6 +195,15 @@ bool entry_is_stale(const fs::path& entry) {
   return stale;
 }
 
+// Not just !entry_is_stale(): that says "not stale" for an entry removed
+// meanwhile (nothing to reclaim), which for a listing is not alive either: its
+// owner closed, or died and a reclaimer took it. Read as alive, a dead
+// publisher's entry would be connected to again.
+bool entry_is_live(const fs::path& entry) {
+  std::error_code ec;
+  return !entry_is_stale(entry) && fs::exists(entry, ec);
+}
+
 std::vector<participant_record> list_participants(const fs::path& dir, bool include_stale) {
   std::vector<participant_record> out;
   std::error_code ec;
@@ -206,7 +215,7 @@ std::vector<participant_record> list_participants(const fs::path& dir, bool incl
     std::ostringstream content;
     content << in.rdbuf();
     if (!in || !rec.info.ParseFromString(content.str())) continue;
-    rec.alive = !entry_is_stale(e.path());
+    rec.alive = entry_is_live(e.path());
     if (rec.alive || include_stale) out.push_back(std::move(rec));
   }
   return out;

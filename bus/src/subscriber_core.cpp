@@ -13,6 +13,11 @@
 
 namespace ipcbus::detail {
 
+namespace {
+// How long a subscriber remembers what an ended link delivered (see ended_links_).
+constexpr auto ended_link_memory = std::chrono::seconds(60);
+}  // namespace
+
 subscriber_core::subscriber_core(std::shared_ptr<bus_state> bus, std::string pattern, std::string type_name,
                                  frame_handler handler)
     : bus_(std::move(bus)),
@@ -59,9 +64,12 @@ void subscriber_core::rescan() {
     if (closed_) return;
   }
   const auto participants = list_participants(bus_->domain_dir);
-  // A publisher no longer listed never comes back (ids are not reused).
+  // A publisher no longer listed never comes back (ids are not reused); its
+  // record is kept a while all the same, in case one listing missed it.
+  const auto now = std::chrono::steady_clock::now();
   std::erase_if(ended_links_, [&](const auto& ended) {
-    return std::none_of(participants.begin(), participants.end(),
+    return now - ended.second.when > ended_link_memory &&
+           std::none_of(participants.begin(), participants.end(),
                         [&](const participant_record& p) { return p.info.id() == ended.first; });
   });
   for (const auto& pub : participants) {
@@ -120,7 +128,7 @@ void subscriber_core::connect_to(const participant_record& pub) {
   entry.link = std::move(link);
   // Attached to this publisher before (the link ended, and its entry was still
   // listed): what that link delivered is not delivered again, history included.
-  if (const auto ended = ended_links_.find(pid); ended != ended_links_.end()) entry.last_sequence = ended->second;
+  if (const auto ended = ended_links_.find(pid); ended != ended_links_.end()) entry.last_sequence = ended->second.sequence;
   entry.info.topic = info.topic();
   entry.info.transport = info.transport();
   entry.info.publisher_id = pid;
@@ -134,7 +142,7 @@ void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code
   auto it = links_.find(publisher_id);
   if (it == links_.end()) return;
   const std::string topic = it->second.info.topic;
-  ended_links_[publisher_id] = it->second.last_sequence;
+  ended_links_[publisher_id] = {it->second.last_sequence, std::chrono::steady_clock::now()};
   // Destroying the link from inside its own callback is safe: its state is
   // kept alive by the pending handler.
   links_.erase(it);

@@ -54,6 +54,7 @@ BOOST_AUTO_TEST_CASE(a_live_entry_is_listed_with_what_it_registered) {
   BOOST_TEST(all[0].info.id() == info.id());
   BOOST_TEST(all[0].info.topic() == "a/b");
   BOOST_TEST(!ipcbus::entry_is_stale(reg->entry_path()));
+  BOOST_TEST(ipcbus::entry_is_live(reg->entry_path()));
 }
 
 BOOST_AUTO_TEST_CASE(dropping_a_registration_removes_every_file_of_its_id) {
@@ -87,9 +88,15 @@ BOOST_AUTO_TEST_CASE(entry_of_a_dead_process_is_stale_and_reclaimed) {
   const auto stale = ipcbus::list_participants(dir, true);
   BOOST_REQUIRE(stale.size() == 1u);
   BOOST_TEST(!stale[0].alive);
+  BOOST_TEST(ipcbus::entry_is_stale(stale[0].entry_path));
+  BOOST_TEST(!ipcbus::entry_is_live(stale[0].entry_path));
   const auto removed = ipcbus::reclaim_stale(dir);
   BOOST_TEST(removed.size() == 2u);
   BOOST_TEST(fs::is_empty(dir));
+  // Gone: nothing to reclaim, and nobody alive either (a listing that read the
+  // entry just before a reclaimer removed it must not call it alive).
+  BOOST_TEST(!ipcbus::entry_is_stale(stale[0].entry_path));
+  BOOST_TEST(!ipcbus::entry_is_live(stale[0].entry_path));
 }
 
 BOOST_AUTO_TEST_CASE(reclaim_leaves_live_entries_alone) {

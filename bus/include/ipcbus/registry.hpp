@@ -73,8 +73,12 @@ struct participant_record {
 std::vector<participant_record> list_participants(const std::filesystem::path& domain_dir,
                                                   bool include_stale = false);
 
-// True when nobody holds the entry's flock (its owner died).
+// True when nobody holds the entry's flock (its owner died). False for an
+// entry that does not exist (nothing to reclaim).
 bool entry_is_stale(const std::filesystem::path& entry);
+// True when a live participant holds the entry; false for a stale entry and
+// for one that does not exist (any more).
+bool entry_is_live(const std::filesystem::path& entry);
 
 // Removes every `<id>.*` of participants whose entry is stale. Returns the paths removed.
 std::vector<std::filesystem::path> reclaim_stale(const std::filesystem::path& domain_dir);

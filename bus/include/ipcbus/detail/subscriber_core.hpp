@@ -80,10 +80,14 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   // io thread only
   std::map<std::uint64_t, link_entry> links_;
   std::set<std::uint64_t> refused_;
-  // The last sequence delivered by links that ended, by publisher: a link made
-  // again to a publisher still listed (a dead one whose entry is not reclaimed
-  // yet, say) skips what the old link delivered.
-  std::map<std::uint64_t, std::uint64_t> ended_links_;
+  // The last sequence delivered by links that ended, by publisher, and when:
+  // a link made again to a publisher still listed (one that died an instant
+  // ago, say) skips what the old link delivered.
+  struct ended_link {
+    std::uint64_t sequence = 0;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::map<std::uint64_t, ended_link> ended_links_;
   std::atomic<bool> paused_{false};  // written on the io thread, read by pop()
   std::atomic<std::size_t> link_count_{0};
 

@@ -2,6 +2,7 @@
 #define BOOST_TEST_MODULE bus
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <thread>
 
 #include "test_support.hpp"
@@ -33,6 +34,35 @@ BOOST_AUTO_TEST_CASE(a_bus_runs_on_an_io_context_the_caller_owns) {
   while (delivered == 0 && std::chrono::steady_clock::now() < deadline) io.run_for(10ms);
   BOOST_TEST(delivered == 5);
   bus.shutdown();
+}
+
+// The callback may use anything that lives as long as the Subscriber: when
+// the last copy goes, a callback that is running is waited for, and none runs
+// afterwards.
+BOOST_AUTO_TEST_CASE(dropping_the_last_copy_of_a_subscriber_waits_for_its_callback) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options());
+  auto pub = bus.advertise<Sample>("drop/sub");
+  std::atomic<int> started{0}, finished{0};
+  bool finished_when_dropped = false;
+  {
+    auto sub = bus.subscribe<Sample>("drop/sub", [&](const Sample&, const ipcbus::MessageInfo&) {
+      ++started;
+      std::this_thread::sleep_for(300ms);
+      ++finished;
+    });
+    auto copy = sub;  // copies share it: dropping one of two closes nothing
+    BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+    pub.publish(ipcbus::test::make_sample(1, 1));
+    BOOST_REQUIRE(ipcbus::test::eventually([&] { return started.load() == 1; }));
+    sub = {};
+    BOOST_TEST(copy.publisher_count() == 1u);
+  }  // the last copy goes while the callback sleeps
+  finished_when_dropped = finished.load() == 1;
+  BOOST_TEST(finished_when_dropped);
+  for (int i = 2; i <= 5; ++i) pub.publish(ipcbus::test::make_sample(i, 1));
+  std::this_thread::sleep_for(200ms);
+  BOOST_TEST(started.load() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(handles_report_closed_after_shutdown_and_shutdown_is_idempotent) {

@@ -4,7 +4,9 @@
 //
 // Made by Bus::subscribe<T>(pattern, callback) (callback mode: the callback runs
 // on the bus's io thread) or Bus::subscribe<T>(pattern) (pull mode: receive()).
-// A handle: copies share the subscriber, which closes when the last copy goes.
+// A handle: copies share the subscriber, which closes when the last copy goes
+// (waiting for a callback that is running, as close() does: the callback may
+// use whatever lives as long as the handle).
 // Thread-safety: receive() and close() from any thread. After close() returns,
 // the callback is not running and will not run again.
 #pragma once
@@ -44,13 +46,14 @@ class Subscriber {
   // Non-throwing form: false with ec = timed_out, closed or type_mismatch
   // (the payload did not parse as T; the message is consumed and counted).
   bool receive(T& message, MessageInfo& info, std::chrono::milliseconds timeout, std::error_code& ec) {
-    if (!core_) { ec = make_error_code(errc::closed); return false; }
+    detail::subscriber_core* const sub = core();
+    if (!sub) { ec = make_error_code(errc::closed); return false; }
     std::string payload;
-    if (!core_->pop(payload, info, timeout, ec)) return false;
+    if (!sub->pop(payload, info, timeout, ec)) return false;
     if constexpr (std::is_same_v<T, Bytes>) {
       message = Bytes(std::move(payload));
     } else if (!message_traits<T>::parse(payload, message)) {
-      core_->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
+      sub->counters().bad_frames.fetch_add(1, std::memory_order_relaxed);
       ec = make_error_code(errc::type_mismatch);
       return false;
     }
@@ -58,26 +61,40 @@ class Subscriber {
   }
 
   // Publishers currently attached.
-  std::size_t publisher_count() const { return core_ ? core_->publisher_count() : 0; }
+  std::size_t publisher_count() const { return core() ? core()->publisher_count() : 0; }
   bool wait_for_publishers(std::size_t n, std::chrono::milliseconds timeout) const {
-    return core_ && core_->wait_for_publishers(n, timeout);
+    return core() && core()->wait_for_publishers(n, timeout);
   }
   const std::string& pattern() const {
     static const std::string none;
-    return core_ ? core_->pattern() : none;
+    return core() ? core()->pattern() : none;
   }
   // Counters of this subscriber (messages, lost, dropped, bad_frames ...).
-  const stats_counters* counters() const { return core_ ? &core_->counters() : nullptr; }
+  const stats_counters* counters() const { return core() ? &core()->counters() : nullptr; }
   void close() {
-    if (core_) core_->close();
-    core_.reset();
+    if (core()) core()->close();
+    handle_.reset();
   }
-  explicit operator bool() const { return static_cast<bool>(core_); }
+  explicit operator bool() const { return core() != nullptr; }
 
  private:
   friend class Bus;
-  explicit Subscriber(std::shared_ptr<detail::subscriber_core> core) : core_(std::move(core)) {}
-  std::shared_ptr<detail::subscriber_core> core_;
+  // The copies' shared part. The core itself is also held, for the length of a
+  // callback, by the io thread: its lifetime cannot tell when the last copy went.
+  struct closer {
+    explicit closer(std::shared_ptr<detail::subscriber_core> c) : core(std::move(c)) {}
+    ~closer() {
+      if (core) core->close();
+    }
+    closer(const closer&) = delete;
+    closer& operator=(const closer&) = delete;
+    std::shared_ptr<detail::subscriber_core> core;
+  };
+
+  explicit Subscriber(std::shared_ptr<detail::subscriber_core> core)
+      : handle_(std::make_shared<closer>(std::move(core))) {}
+  detail::subscriber_core* core() const { return handle_ ? handle_->core.get() : nullptr; }
+  std::shared_ptr<closer> handle_;
 };
 
 }  // namespace ipcbus

@@ -38,7 +38,13 @@ mq_link_state::mq_link_state(asio::io_context& io, int data_fd, long msgsize, qu
 mq_link_state::~mq_link_state() { close(); }
 
 void mq_link_state::start() {
-  process();
+  // Not inline: the bus registers the link only once connect() has returned,
+  // and frames delivered before that would find no link to go to.
+  posted_ = true;
+  asio::post(queue_.get_executor(), [self = shared_from_this()] {
+    self->posted_ = false;
+    self->process();
+  });
   schedule_check();
 }
 

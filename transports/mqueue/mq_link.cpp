@@ -60,10 +60,10 @@ void mq_link_state::resume() {
   }
 }
 
-void mq_link_state::close() {
+void mq_link_state::close(bool detach) {
   if (closed_) return;
   closed_ = true;
-  if (!publisher_left_) {
+  if (detach && !publisher_left_) {
     // Tell the publisher at once; otherwise it would notice only once our
     // process is gone. A full attach queue gets 20 ms to make room.
     const auto m = encode_control({control_kind::detach, data_name_.link_id, data_name_.owner_pid});

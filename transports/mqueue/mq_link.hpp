@@ -36,8 +36,9 @@ class mq_link_state : public std::enable_shared_from_this<mq_link_state> {
   void start();
   void pause() { paused_ = true; }
   void resume();
-  // Says goodbye to the publisher, closes and unlinks our queue. Idempotent.
-  void close();
+  // Says goodbye to the publisher (unless told not to: it never knew us),
+  // closes and unlinks our queue. Idempotent.
+  void close(bool detach = true);
 
  private:
   void arm();

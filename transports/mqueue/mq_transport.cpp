@@ -138,7 +138,7 @@ class mq_transport final : public transport_backend {
     if (::mq_send(attach_fd, m.data(), m.size(), 0) != 0) {
       // EAGAIN: many subscribers attach at once; a later scan retries.
       ec = errno == EAGAIN ? make_error_code(errc::would_block) : last_error();
-      state->close();
+      state->close(false);
       return nullptr;
     }
     state->start();

@@ -107,12 +107,9 @@ void frame_publisher::watch_for_close(const conn_ptr& c) {
     }
     std::lock_guard lock(self->mutex_);
     if (c->dead) return;
-    if (!gone) {
-      self->watch_for_close(c);
-      return;
-    }
-    c->dead = true;
-    self->reap_dead();
+    if (!gone) self->watch_for_close(c);  // may find it gone right away
+    else c->dead = true;
+    if (c->dead) self->reap_dead();
   });
   if (how == close_watch::error && reader_gone(c->fd)) c->dead = true;  // reaped by the caller's write
 }

@@ -87,18 +87,25 @@ class attach_listener : public std::enable_shared_from_this<attach_listener> {
 
   void take_records() {
     std::size_t at = 0;
-    for (; used_ - at >= attach_record_size; at += attach_record_size) {
+    while (used_ - at >= attach_record_size) {
       const auto record = decode_attach(buffer_.data() + at);
       if (!record) {
-        // Records are written whole (atomically): anything else is someone
-        // writing garbage. Drop what is buffered; later records realign.
-        log_line(log_level::warn, "topic '" + publisher_->options().topic + "': garbage in attach FIFO " +
-                                      path_.string() + "; discarded");
-        publisher_->count_refused();
-        used_ = 0;
-        return;
+        // Records are written whole (atomically), so anything else is someone
+        // writing garbage: skip a byte at a time until a record starts again,
+        // so that real subscribers' records after the garbage still count.
+        // One warning and one count per run of garbage.
+        if (!in_garbage_) {
+          log_line(log_level::warn, "topic '" + publisher_->options().topic + "': garbage in attach FIFO " +
+                                        path_.string() + "; skipped");
+          publisher_->count_refused();
+          in_garbage_ = true;
+        }
+        ++at;
+        continue;
       }
+      in_garbage_ = false;
       adopt(*record);
+      at += attach_record_size;
     }
     std::memmove(buffer_.data(), buffer_.data() + at, used_ - at);
     used_ -= at;
@@ -150,6 +157,7 @@ class attach_listener : public std::enable_shared_from_this<attach_listener> {
   asio::steady_timer timer_;
   std::array<char, 64 * attach_record_size> buffer_{};
   std::size_t used_ = 0;
+  bool in_garbage_ = false;
 };
 
 class pipe_endpoint final : public publisher_endpoint {

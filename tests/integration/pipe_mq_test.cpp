@@ -439,25 +439,85 @@ BOOST_AUTO_TEST_CASE(mq_fragment_off_refuses_what_does_not_fit_one_message) {
   BOOST_TEST(r->info.sequence == 1u);  // the refused one spent no sequence number
 }
 
-BOOST_AUTO_TEST_CASE(a_nearly_used_up_rlimit_msgqueue_gives_smaller_queues_that_still_work) {
-  rlimit saved{};
-  BOOST_REQUIRE(::getrlimit(RLIMIT_MSGQUEUE, &saved) == 0);
-  rlimit tight = saved;
-  tight.rlim_cur = 24 * 1024;  // room for a small attach queue and a few KiB more
-  BOOST_REQUIRE(::setrlimit(RLIMIT_MSGQUEUE, &tight) == 0);
-  {
-    scratch_domain d;
-    ipcbus::Bus bus(d.options(yaml_for("mq")));
-    auto sub = bus.subscribe<Sample>("tight/x");
-    auto pub = bus.advertise<Sample>("tight/x");
-    BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
-    for (int i = 1; i <= 200; ++i) {
-      pub.publish(ipcbus::test::make_sample(i, 5000));  // several fragments in a queue this small
-      auto r = sub.receive(5s);
-      BOOST_REQUIRE(r.has_value());
-      BOOST_TEST(r->message.index() == static_cast<std::uint64_t>(i));
-      BOOST_TEST(ipcbus::test::sample_intact(r->message));
+// Fills this user's RLIMIT_MSGQUEUE budget with queues of its own (unlinked at
+// once: they vanish with their descriptors, whatever happens to the test), then
+// gives back `room` bytes or so. Other processes of the same uid that create or
+// remove queues meanwhile change what is left: CTest runs every test that makes
+// queues under one RESOURCE_LOCK (tests/*/CMakeLists.txt).
+class mq_ballast {
+ public:
+  explicit mq_ballast(long room) {
+    fill(10, 8192);
+    fill(1, 8192);
+    if (small_.size() < 4 && !queues_.empty()) {  // make sure there is something small to give back
+      ::mq_close(queues_.back());
+      queues_.pop_back();
+      fill(1, 8192);
+    }
+    for (const long size : {1024L, 128L}) {
+      fill(10, size);
+      fill(1, size);
+    }
+    // Give back whole 1 x 8 KiB queues first: they are the last big ones made.
+    while (room > 0 && !small_.empty()) {
+      ::mq_close(small_.back());
+      small_.pop_back();
+      room -= 8192 + 100;
     }
   }
-  BOOST_REQUIRE(::setrlimit(RLIMIT_MSGQUEUE, &saved) == 0);
+  ~mq_ballast() {
+    for (auto q : queues_) ::mq_close(q);
+    for (auto q : small_) ::mq_close(q);
+  }
+  std::size_t size() const { return queues_.size() + small_.size(); }
+
+ private:
+  void fill(long count, long size) {
+    while (add(count, size)) {
+    }
+  }
+  bool add(long count, long size) {
+    mq_attr attr{};
+    attr.mq_maxmsg = count;
+    attr.mq_msgsize = size;
+    const std::string name = "/ipcbus-test-ballast-" + std::to_string(::getpid()) + "-" + std::to_string(serial_++);
+    const mqd_t q = ::mq_open(name.c_str(), O_RDONLY | O_CREAT | O_EXCL, 0600, &attr);
+    if (q < 0) return false;
+    ::mq_unlink(name.c_str());
+    (count == 1 && size == 8192 ? small_ : queues_).push_back(q);
+    return queues_.size() + small_.size() < 4096;
+  }
+  std::vector<mqd_t> queues_, small_;
+  int serial_ = 0;
+};
+
+BOOST_AUTO_TEST_CASE(a_nearly_used_up_rlimit_msgqueue_gives_smaller_queues_that_still_work) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml_for("mq")));
+  // About 24 KiB left: an attach queue (about 1 KiB) fits, a full data queue
+  // (10 x 8 KiB) does not; the subscriber's is made smaller, and works.
+  mq_ballast ballast(24 * 1024);
+  BOOST_TEST_REQUIRE(ballast.size() > 0u);
+  auto sub = bus.subscribe<Sample>("tight/x");
+  auto pub = bus.advertise<Sample>("tight/x");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
+  bool checked = false;
+  for (const auto& m : markers(d.domain_dir())) {
+    if (m.find("-s") == std::string::npos) continue;  // the subscriber's data queue
+    const mqd_t q = ::mq_open(("/" + m).c_str(), O_WRONLY | O_NONBLOCK);
+    BOOST_REQUIRE(q >= 0);
+    mq_attr attr{};
+    BOOST_REQUIRE(::mq_getattr(q, &attr) == 0);
+    ::mq_close(q);
+    BOOST_TEST(attr.mq_maxmsg * attr.mq_msgsize < 10 * 8192);  // smaller than it would be
+    checked = true;
+  }
+  BOOST_TEST(checked);
+  for (int i = 1; i <= 200; ++i) {
+    pub.publish(ipcbus::test::make_sample(i, 5000));  // several fragments in a queue this small
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == static_cast<std::uint64_t>(i));
+    BOOST_TEST(ipcbus::test::sample_intact(r->message));
+  }
 }

@@ -21,6 +21,12 @@
 #if IPCBUS_HAVE_SHM
 #include "ipcbus/transports/shm.hpp"
 #endif
+#if IPCBUS_HAVE_PIPE
+#include "ipcbus/transports/pipe.hpp"
+#endif
+#if IPCBUS_HAVE_MQUEUE
+#include "ipcbus/transports/mqueue.hpp"
+#endif
 
 namespace ipcbus {
 
@@ -220,6 +226,12 @@ void Bus::start(asio::io_context* external, bus_options options) {
 #endif
 #if IPCBUS_HAVE_SHM
   transport::shm::register_shm(state_->transports);
+#endif
+#if IPCBUS_HAVE_PIPE
+  transport::pipe::register_pipe(state_->transports);
+#endif
+#if IPCBUS_HAVE_MQUEUE
+  transport::mqueue::register_mqueue(state_->transports);
 #endif
   // Stale entries of crashed processes would only cost failed connects: reclaim them now.
   reclaim_stale(state_->domain_dir);

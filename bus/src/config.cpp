@@ -277,6 +277,8 @@ void config_parser::apply_setting(const std::string& key, const YAML::Node& valu
     settings.spin = std::chrono::microseconds(integer(value, at, 0, max_spin_us));
   } else if (key == "busy_poll") {
     settings.busy_poll = boolean(value, at);
+  } else if (key == "mq_fragment") {
+    settings.mq_fragment = boolean(value, at);
   }
 }
 
@@ -285,7 +287,7 @@ topic_settings config_parser::settings(const YAML::Node& map, const location& at
   topic_settings result = base;
   for_each_key(map, at,
                {"transport", "qos", "depth", "history", "max_message", "publish_timeout_ms", "spin_us",
-                "busy_poll"},
+                "busy_poll", "mq_fragment"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  apply_setting(key, value, value_at, result);
                });
@@ -303,7 +305,7 @@ topic_rule config_parser::rule(const YAML::Node& map, const location& at,
   bool has_match = false;
   for_each_key(map, at,
                {"match", "transport", "qos", "depth", "history", "max_message",
-                "publish_timeout_ms", "spin_us", "busy_poll"},
+                "publish_timeout_ms", "spin_us", "busy_poll", "mq_fragment"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  if (key == "match") {
                    result.match = pattern(value, value_at);

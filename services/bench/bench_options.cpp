@@ -42,6 +42,12 @@ std::vector<candidate> all_candidates(bool have_zmq) {
       {"unix", k::bus, sleep, "raw-unix", "zmq-ipc", "unix"},
       {"tcp", k::bus, sleep, "raw-tcp", "zmq-tcp", "tcp"},
 #endif
+#ifdef IPCBUS_HAVE_PIPE
+      {"pipe", k::bus, sleep, "raw-pipe", "zmq-ipc", "pipe"},
+#endif
+#ifdef IPCBUS_HAVE_MQUEUE
+      {"mq", k::bus, sleep, "raw-mq", "zmq-ipc", "mq"},
+#endif
       // The raw mechanisms, written in the bench itself (bench_raw.cpp).
       {"raw-spin", k::raw, wait_mode::spin, "", "", "shm"},
       {"raw-futex", k::raw, sleep, "", "", "shm"},

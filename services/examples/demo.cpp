@@ -2,7 +2,7 @@
 //
 //   ipcbus-demo --config services/examples/demo.yaml [--seconds 5]
 //
-// logger <- filter <- sensors (imu 200 Hz, gps 50 Hz): starts them downstream
+// logger <- filter <- sensors (imu 200 Hz, gps 50 Hz, baro 20 Hz): starts them downstream
 // first, each once the previous one is ready, lets them run, stops them upstream
 // first (sensors, filter, logger) so that whatever is in flight still has a
 // reader, then prints what the logger measured per topic. Exit status 0 only when
@@ -44,7 +44,7 @@ constexpr auto settle_time = 200ms;
 
 // What the demo runs and expects: one topic of every family.
 const std::vector<std::string> expected_topics = {"sensors/imu/reading", "sensors/gps/reading",
-                                                  "metrics/filtered", "alerts/high"};
+                                                  "sensors/baro/reading", "metrics/filtered", "alerts/high"};
 
 // A directory of our own under /tmp, removed with everything in it at the end.
 struct temporary_directory {
@@ -144,7 +144,9 @@ bool start_services(service_list& services, const fs::path& config_file, const f
          start("sensor imu", "ipcbus-example-sensor",
                {"--config", config, "--name", "imu", "--rate", "200", "--wait-subscribers", "2"}) &&
          start("sensor gps", "ipcbus-example-sensor",
-               {"--config", config, "--name", "gps", "--rate", "50", "--wait-subscribers", "2"});
+               {"--config", config, "--name", "gps", "--rate", "50", "--wait-subscribers", "2"}) &&
+         start("sensor baro", "ipcbus-example-sensor",
+               {"--config", config, "--name", "baro", "--rate", "20", "--wait-subscribers", "2"});
 }
 
 // Lets the services run for `seconds`, printing a tick per second. Ends early on
@@ -173,7 +175,7 @@ void run_for(int seconds, service_list& services, std::vector<std::string>& fail
   std::cout << std::endl;
 }
 
-// SIGTERM upstream first: both sensors, then the filter, then the logger, each
+// SIGTERM upstream first: the sensors, then the filter, then the logger, each
 // stage only after the one before has exited and its last messages were read.
 void stop_services(service_list& services, std::vector<std::string>& failures) {
   std::cout << "\nstopping upstream first (sensors, filter, logger) so nothing in flight is lost:"
@@ -244,7 +246,8 @@ int run(const std::string& config_arg, int seconds, const std::string& keep_repo
   report_results(report, keep_report, cfg, failures);
 
   if (failures.empty()) {
-    std::cout << "\nOK: all 4 services stopped cleanly and every topic delivered messages." << std::endl;
+    std::cout << "\nOK: all " << services.size() << " services stopped cleanly and every topic delivered messages."
+              << std::endl;
     return 0;
   }
   std::cout << "\nFAILED:\n";

@@ -24,7 +24,9 @@ namespace {
 struct unix_transport { static constexpr const char* name = "unix"; };
 struct tcp_transport { static constexpr const char* name = "tcp"; };
 struct shm_transport { static constexpr const char* name = "shm"; };
-using transports = boost::mpl::list<unix_transport, tcp_transport, shm_transport>;
+struct pipe_transport { static constexpr const char* name = "pipe"; };
+struct mq_transport { static constexpr const char* name = "mq"; };
+using transports = boost::mpl::list<unix_transport, tcp_transport, shm_transport, pipe_transport, mq_transport>;
 
 template <class T>
 std::string yaml(const std::string& extra_defaults = "", const std::string& topics = "") {

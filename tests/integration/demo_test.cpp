@@ -1,7 +1,8 @@
 // The demo (`./run demo`) and the README example, run as a user would run them.
 //
-// ipcbus-demo starts the logger, filter and two sensors as processes over shared
-// memory, unix and tcp sockets (services/examples/demo.yaml), stops them in order
+// ipcbus-demo starts the logger, filter and three sensors as processes over shared
+// memory, unix and tcp sockets, named pipes and POSIX message queues
+// (services/examples/demo.yaml), stops them in order
 // and prints a per-topic table; these tests check its verdict and the table it printed.
 #define BOOST_TEST_MODULE demo
 #include <boost/test/unit_test.hpp>
@@ -56,8 +57,9 @@ BOOST_AUTO_TEST_CASE(demo_runs_every_service_and_delivers_on_every_topic) {
   // Every topic family, over the transport demo.yaml gives it.
   const std::map<std::string, std::string> expected = {{"sensors/imu/reading", "shm"},
                                                        {"sensors/gps/reading", "tcp"},
+                                                       {"sensors/baro/reading", "pipe"},
                                                        {"alerts/high", "unix"},
-                                                       {"metrics/filtered", "shm"}};
+                                                       {"metrics/filtered", "mq"}};
   const auto rows = parse_table(output);
   for (const auto& [topic, transport] : expected) {
     BOOST_TEST_CONTEXT("topic " << topic) {

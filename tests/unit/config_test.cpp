@@ -95,7 +95,7 @@ runtime_dir: /run/ipcbus-test
 defaults: { transport: unix, qos: reliable, depth: 64, history: 0, max_message: 64MiB, publish_timeout_ms: 1000 }
 topics:
   - { match: "video/#", transport: shm, qos: drop_oldest, depth: 8, spin_us: 50, busy_poll: true }
-  - { match: "logs/#", transport: mq, history: 100 }
+  - { match: "logs/#", transport: mq, history: 100, mq_fragment: false }
   - { match: "cmd/*", transport: pipe, qos: drop_newest, max_message: 4 KiB, publish_timeout_ms: 0 }
 bridge: { listen: "tcp://127.0.0.1:7447", peers: ["tcp://10.0.0.2:7447"], export: ["sensors/#"], token: "s3cret" }
 security: { allow_uids: [1000], allow_gids: [] }
@@ -135,6 +135,9 @@ BOOST_AUTO_TEST_CASE(full_example_is_parsed_into_every_field) {
   BOOST_TEST(cfg.defaults.spin.count() == 0);
 
   BOOST_TEST(cfg.topics[1].settings.history == 100u);
+  BOOST_TEST(!cfg.topics[1].settings.mq_fragment);
+  BOOST_TEST(cfg.defaults.mq_fragment);  // fragments unless a rule says otherwise
+  BOOST_TEST(video.settings.mq_fragment);
   const ipcbus::topic_settings& cmd = cfg.topics[2].settings;
   BOOST_TEST(cmd.transport == "pipe");
   BOOST_TEST(ipcbus::to_string(cmd.qos) == "drop_newest");
@@ -192,6 +195,8 @@ BOOST_AUTO_TEST_CASE(out_of_range_and_non_integer_numbers_are_rejected) {
   BOOST_TEST(contains(config_error_for("defaults: {depth: [1]}"), "got a list"));
   BOOST_TEST(config_error_for("defaults: {busy_poll: yes}") ==
              "bus.yaml:1: defaults.busy_poll: expected true or false, got 'yes'");
+  BOOST_TEST(config_error_for("defaults: {mq_fragment: 1}") ==
+             "bus.yaml:1: defaults.mq_fragment: expected true or false, got '1'");
   BOOST_TEST(contains(config_error_for("defaults: {spin_us: 1000001}"), "from 0 to 1000000"));
   BOOST_TEST(contains(config_error_for("defaults:\n  depth:\n"), "bus.yaml:2: defaults.depth"));
 }

@@ -1,4 +1,5 @@
-// unix:// and tcp:// — the acceptors and connectors around the shared stream code.
+// unix:// and tcp:// — the acceptors and connectors around the shared stream code
+// (transports/stream/).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/stat.h>
@@ -14,16 +15,18 @@
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transports/socket.hpp"
 #include "peer_credentials.hpp"
+#include "frame_publisher.hpp"
 #include "stream_link.hpp"
-#include "stream_publisher.hpp"
 
 namespace ipcbus::transport::socket {
 namespace {
 
 namespace asio = boost::asio;
+using stream::frame_publisher;
+using stream::stream_link;
+using stream::stream_link_state;
 using asio::local::stream_protocol;
 using asio::ip::tcp;
-using generic_socket = asio::generic::stream_protocol::socket;
 
 std::error_code to_std(const boost::system::error_code& ec) {
   return {ec.value(), std::system_category()};
@@ -34,7 +37,7 @@ template <class Protocol>
 class stream_endpoint final : public publisher_endpoint {
  public:
   stream_endpoint(asio::io_context& io, const endpoint_options& options, bool check_credentials)
-      : state_(std::make_shared<stream_publisher_state>(io, options)),
+      : state_(std::make_shared<frame_publisher>(io, options)),
         acceptor_(std::make_shared<typename Protocol::acceptor>(io)),
         check_credentials_(check_credentials) {}
   ~stream_endpoint() override { close(); }
@@ -77,7 +80,7 @@ class stream_endpoint final : public publisher_endpoint {
  private:
   // Keeps accepting after errors such as EMFILE, after a pause so that a
   // persistent error does not spin: the peers already attached are still served.
-  static void accept(std::shared_ptr<stream_publisher_state> state,
+  static void accept(std::shared_ptr<frame_publisher> state,
                      std::shared_ptr<typename Protocol::acceptor> acceptor, bool check) {
     acceptor->async_accept([state, acceptor, check](const boost::system::error_code& ec,
                                                     typename Protocol::socket s) {
@@ -95,7 +98,7 @@ class stream_endpoint final : public publisher_endpoint {
     });
   }
 
-  static void adopt(stream_publisher_state& state, typename Protocol::socket s, bool check) {
+  static void adopt(frame_publisher& state, typename Protocol::socket s, bool check) {
     std::string who;
     if (check && !peer_allowed(s.native_handle(), state.options().security, who)) {
       log_line(log_level::warn, "topic '" + state.options().topic + "': refused subscriber (" +
@@ -107,13 +110,12 @@ class stream_endpoint final : public publisher_endpoint {
       boost::system::error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);
     }
-    const auto protocol = s.local_endpoint().protocol();
-    generic_socket g(s.get_executor(), asio::generic::stream_protocol(protocol.family(), protocol.type()),
-                     s.release());
-    state.add_subscriber(std::move(g));
+    boost::system::error_code ec;
+    const int fd = s.release(ec);
+    if (!ec) state.add_subscriber(stream::make_socket_sink(), fd);
   }
 
-  std::shared_ptr<stream_publisher_state> state_;
+  std::shared_ptr<frame_publisher> state_;
   std::shared_ptr<typename Protocol::acceptor> acceptor_;
   bool check_credentials_;
   std::string uri_;
@@ -151,9 +153,11 @@ class socket_path {
   std::string usable_;
 };
 
-std::unique_ptr<subscriber_link> start_link(generic_socket socket, const link_options& options,
+// Reads the connected socket `fd` (owned from now on) as a stream link.
+std::unique_ptr<subscriber_link> start_link(asio::io_context& io, int fd, const link_options& options,
                                             link_callbacks callbacks) {
-  auto state = std::make_shared<stream_link_state>(std::move(socket), options, std::move(callbacks));
+  auto state = std::make_shared<stream_link_state>(asio::posix::stream_descriptor(io, fd), options,
+                                                   std::move(callbacks));
   state->start();
   return std::make_unique<stream_link>(std::move(state));
 }
@@ -195,9 +199,10 @@ class unix_transport final : public transport_backend {
       ec = make_error_code(errc::access_denied);
       return nullptr;
     }
-    generic_socket g(io, asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), s.release());
+    const int fd = s.release(bec);
+    if (bec) { ec = to_std(bec); return nullptr; }
     ec.clear();
-    return start_link(std::move(g), options, std::move(callbacks));
+    return start_link(io, fd, options, std::move(callbacks));
   }
 };
 
@@ -224,10 +229,10 @@ class tcp_transport final : public transport_backend {
     s.connect(ep, bec);
     if (bec) { ec = to_std(bec); return nullptr; }
     s.set_option(tcp::no_delay(true), bec);
-    const int family = ep.address().is_v6() ? AF_INET6 : AF_INET;
-    generic_socket g(io, asio::generic::stream_protocol(family, SOCK_STREAM), s.release());
+    const int fd = s.release(bec);
+    if (bec) { ec = to_std(bec); return nullptr; }
     ec.clear();
-    return start_link(std::move(g), options, std::move(callbacks));
+    return start_link(io, fd, options, std::move(callbacks));
   }
 
   // "tcp://127.0.0.1:7447" or "tcp://[::1]:7447"

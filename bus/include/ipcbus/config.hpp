@@ -34,6 +34,9 @@ struct topic_settings {
   // sleeps; with busy_poll it never sleeps (one core stays busy, lowest latency).
   std::chrono::microseconds spin{0};
   bool busy_poll = false;
+  // mq:// publishers: a frame larger than one queue message (msgsize_max) is
+  // sent in fragments; when false it is refused with message_too_large.
+  bool mq_fragment = true;
 };
 
 // One `topics:` entry. `match` is a pattern (see topic.hpp); `settings` is the

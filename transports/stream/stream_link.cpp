@@ -5,7 +5,7 @@
 #include "ipcbus/error.hpp"
 #include "ipcbus/frame_codec.hpp"
 
-namespace ipcbus::transport::socket {
+namespace ipcbus::transport::stream {
 
 namespace {
 constexpr std::size_t initial_buffer = 64 * 1024;
@@ -14,14 +14,28 @@ constexpr std::size_t initial_buffer = 64 * 1024;
 void stream_link_state::resume() {
   if (!paused_ || closed_) return;
   paused_ = false;
-  if (deliver_buffered() && !reading_) read_more();
+  if (!deliver_buffered()) return;
+  if (draining_) drain();
+  else if (!reading_) read_more();
 }
 
 void stream_link_state::close() {
   if (closed_) return;
   closed_ = true;
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  descriptor_.close(ignored);
+}
+
+void stream_link_state::peer_closed() {
+  if (closed_ || draining_) return;
+  draining_ = true;
+  if (reading_) {
+    // The outstanding read has consumed nothing yet; its handler drains instead.
+    boost::system::error_code ignored;
+    descriptor_.cancel(ignored);
+    return;
+  }
+  if (!paused_) drain();
 }
 
 void stream_link_state::fail(std::error_code ec, const std::string& reason) {
@@ -69,28 +83,57 @@ bool stream_link_state::deliver_buffered() {
   return !closed_;
 }
 
-void stream_link_state::read_more() {
-  if (closed_ || paused_ || reading_) return;
+void stream_link_state::prepare_space() {
   if (buffer_.size() < initial_buffer) buffer_.resize(initial_buffer);
   if (end_ == buffer_.size()) {  // only when a frame is being assembled at the end
     std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
   }
+}
+
+void stream_link_state::drain() {
+  boost::system::error_code ec;
+  descriptor_.non_blocking(true, ec);
+  while (!closed_ && !paused_) {
+    prepare_space();
+    const std::size_t n = descriptor_.read_some(boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_), ec);
+    if (ec) {
+      // Nothing left (would_block), or the end: a partial last frame is not delivered.
+      fail(make_error_code(errc::peer_gone), "publisher closed");
+      return;
+    }
+    end_ += n;
+    if (!deliver_buffered()) return;
+  }
+}
+
+void stream_link_state::read_more() {
+  if (closed_ || paused_ || reading_ || draining_) return;
+  prepare_space();
   reading_ = true;
-  socket_.async_read_some(
+  descriptor_.async_read_some(
       boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
         self->reading_ = false;
         if (self->closed_) return;
+        if (ec == boost::asio::error::operation_aborted && self->draining_) {
+          if (!self->paused_) self->drain();
+          return;
+        }
         if (ec) {
           self->fail(make_error_code(errc::peer_gone),
                      ec == boost::asio::error::eof ? "publisher closed" : ec.message());
           return;
         }
         self->end_ += n;
-        if (self->deliver_buffered()) self->read_more();
+        if (!self->deliver_buffered()) return;
+        if (self->draining_) {
+          if (!self->paused_) self->drain();
+        } else {
+          self->read_more();
+        }
       });
 }
 
-}  // namespace ipcbus::transport::socket
+}  // namespace ipcbus::transport::stream

@@ -1,8 +1,14 @@
-// The subscriber side of a stream transport: reads length-delimited frames from
-// one publisher's socket and hands them, decoded in place, to the bus.
+// The subscriber side of a byte-stream transport (unix, tcp, pipe): reads
+// length-delimited frames from one publisher's descriptor and hands them,
+// decoded in place, to the bus.
 //
 // The length prefix is checked against the limit before any buffer grows, so a
 // hostile or broken peer costs at most max_frame bytes and then loses its link.
+//
+// Sockets report the publisher's departure as EOF. A FIFO the subscriber holds
+// open for reading and writing never does: its transport calls peer_closed()
+// instead, and the link delivers what the FIFO still holds before it reports
+// peer_gone.
 //
 // Thread-safety: everything runs on the io thread.
 #pragma once
@@ -14,26 +20,34 @@
 
 #include "ipcbus/transport.hpp"
 
-namespace ipcbus::transport::socket {
+namespace ipcbus::transport::stream {
 
 class stream_link_state : public std::enable_shared_from_this<stream_link_state> {
  public:
-  stream_link_state(boost::asio::generic::stream_protocol::socket socket, link_options options,
+  // Takes ownership of `descriptor` (a connected socket or a FIFO read end).
+  stream_link_state(boost::asio::posix::stream_descriptor descriptor, link_options options,
                     link_callbacks callbacks)
-      : socket_(std::move(socket)), options_(std::move(options)), callbacks_(std::move(callbacks)) {}
+      : descriptor_(std::move(descriptor)), options_(std::move(options)), callbacks_(std::move(callbacks)) {}
 
   void start() { read_more(); }
   void pause() { paused_ = true; }
   void resume();
   void close();
+  // No more bytes will come: deliver what is readable now, then report peer_gone.
+  void peer_closed();
+  bool closed() const { return closed_; }
 
  private:
   void read_more();
+  // Makes room at the end of the buffer for the next read.
+  void prepare_space();
+  // Reads without waiting until nothing is left, delivering as it goes; then fails with peer_gone.
+  void drain();
   // Delivers every complete frame in the buffer; false once the link is closed.
   bool deliver_buffered();
   void fail(std::error_code ec, const std::string& reason);
 
-  boost::asio::generic::stream_protocol::socket socket_;
+  boost::asio::posix::stream_descriptor descriptor_;
   link_options options_;
   link_callbacks callbacks_;
   std::string buffer_;
@@ -42,6 +56,7 @@ class stream_link_state : public std::enable_shared_from_this<stream_link_state>
   bool reading_ = false;
   bool paused_ = false;
   bool closed_ = false;
+  bool draining_ = false;   // peer_closed() was called
 };
 
 class stream_link final : public subscriber_link {
@@ -56,4 +71,4 @@ class stream_link final : public subscriber_link {
   std::shared_ptr<stream_link_state> state_;
 };
 
-}  // namespace ipcbus::transport::socket
+}  // namespace ipcbus::transport::stream

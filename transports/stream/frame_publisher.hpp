@@ -1,0 +1,127 @@
+// The publisher side shared by the descriptor-based transports (unix, tcp,
+// pipe, mq): one queue per subscriber with the topic's QoS, in front of a
+// frame_sink that moves bytes to that subscriber.
+//
+// Writes happen on the publishing thread: a frame goes straight to the sink
+// with a non-blocking write when that subscriber's queue is empty (no thread
+// hop on the fast path). What the kernel does not take waits in the queue and
+// is flushed by the next send or by the io thread when the descriptor is
+// writable. A reliable send that finds a full queue waits in poll() on that
+// descriptor (with the lock released), so it makes progress even when it is
+// called from the io thread itself.
+//
+// Thread-safety: send/flush/counters/subscriber_count/close_all from any
+// thread; add_subscriber, check_liveness and remove_subscriber on the io thread.
+#pragma once
+
+#include <poll.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio.hpp>
+
+#include "ipcbus/error.hpp"
+#include "ipcbus/log.hpp"
+#include "ipcbus/transport.hpp"
+
+namespace ipcbus::transport::stream {
+
+enum class write_status { ok, would_block, gone };
+
+// How a sink learns, without writing, that its subscriber went away.
+enum class close_watch {
+  readable,   // sockets: the subscriber never sends, so readable means EOF (stray bytes are discarded)
+  error,      // FIFOs: the write end reports POLLERR once the last reader is gone
+  none,       // the transport calls check_liveness()/remove_subscriber() itself (mq)
+};
+
+// One subscriber as the publisher sees it. A sink owns no descriptor: the
+// frame_publisher wraps `fd()` in an Asio descriptor that closes it.
+class frame_sink {
+ public:
+  virtual ~frame_sink() = default;
+  // Writes as much of bytes[offset..] to `fd` as the kernel takes without
+  // blocking and advances `offset`; only whole units (a message, for mq) are ever counted.
+  // ok: everything written; would_block: the rest must wait; gone: the
+  // subscriber left (EPIPE, ...). Called with the publisher's lock held.
+  virtual write_status write(int fd, std::string_view bytes, std::size_t& offset) = 0;
+  virtual close_watch watch() const = 0;
+  // Cheap check that the subscriber still lives (a pid, say). Called by
+  // check_liveness() and while a reliable send waits.
+  virtual bool alive() { return true; }
+  // The subscriber is gone or the publisher closes: remove what the sink
+  // names in the file system (a FIFO, a queue). Called once, on the io thread.
+  virtual void on_removed() {}
+  // The publisher closes while the subscriber lives: a last word after the
+  // frames already written (mq says bye; streams need none). Lock held.
+  virtual void farewell(int /*fd*/) {}
+  // What remove_subscriber() matches (a link id); 0 if unused.
+  virtual std::uint64_t key() const { return 0; }
+};
+
+struct sink_connection {
+  int fd = -1;
+  std::unique_ptr<frame_sink> sink;
+  std::deque<frame_ptr> pending;
+  std::size_t front_offset = 0;  // bytes of pending.front() already written
+  bool dead = false;
+  bool write_armed = false;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> descriptor;
+};
+
+class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  frame_publisher(boost::asio::io_context& io, endpoint_options options)
+      : io_(io), options_(std::move(options)) {}
+
+  // Adopts a vetted subscriber: `fd` is a connected socket, an open FIFO write
+  // end or a message queue descriptor, owned from now on (io thread). The
+  // subscriber gets the history first (never dropped), then live traffic.
+  void add_subscriber(std::unique_ptr<frame_sink> sink, int fd);
+  // Drops subscribers whose sink is no longer alive() (io thread).
+  void check_liveness();
+  // Drops the subscriber whose sink has this key (it said goodbye). io thread.
+  void remove_subscriber(std::uint64_t key);
+  // As publisher_endpoint::send.
+  std::error_code send(const frame_ptr& frame);
+  bool flush(std::chrono::milliseconds timeout);
+  std::size_t subscriber_count() const;
+  endpoint_counters counters() const;
+  void close_all();
+  const endpoint_options& options() const { return options_; }
+  void count_refused() { std::lock_guard l(mutex_); ++counters_.peers_refused; }
+
+ private:
+  using conn_ptr = std::shared_ptr<sink_connection>;
+  // All with mutex_ held.
+  bool write_pending(sink_connection& c);
+  void enqueue(const conn_ptr& c, const frame_ptr& frame);
+  void reap_dead();
+  void arm_writable(const conn_ptr& c);
+  void watch_for_close(const conn_ptr& c);
+  bool any_full() const;
+  void wait_writable(std::unique_lock<std::mutex>& lock, clock::time_point deadline);
+
+  boost::asio::io_context& io_;
+  endpoint_options options_;
+  mutable std::mutex mutex_;
+  std::vector<conn_ptr> connections_;
+  endpoint_counters counters_;
+  bool closed_ = false;
+};
+
+// Sinks over plain descriptors, for the byte-stream transports.
+// A connected stream socket: send(MSG_NOSIGNAL).
+std::unique_ptr<frame_sink> make_socket_sink();
+// A FIFO's write end: write(); `path` is unlinked when the subscriber goes.
+std::unique_ptr<frame_sink> make_fifo_sink(std::string path);
+
+}  // namespace ipcbus::transport::stream

@@ -84,7 +84,6 @@ class ring_reader {
   std::uint32_t owner_pid() const { return owner_; }
   std::uint32_t slot_index() const { return static_cast<std::uint32_t>(slot_ - hdr_->slot_table); }
   std::uint64_t slot_state() const { return my_state_; }
-  bool attached() const { return slot_ != nullptr; }
   // Makes every thread sleeping in wait_for_data on this ring re-check at once.
   void wake_sleepers();
   // Releases the slot; the mapping stays until destruction. Idempotent.

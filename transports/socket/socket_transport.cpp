@@ -65,6 +65,7 @@ class stream_endpoint final : public publisher_endpoint {
   std::size_t subscriber_count() const override { return state_->subscriber_count(); }
   bool flush(std::chrono::milliseconds timeout) override { return state_->flush(timeout); }
   endpoint_counters counters() const override { return state_->counters(); }
+  std::uint64_t counters_version() const override { return state_->counters_version(); }
 
   void close() override {
     if (closed_) return;

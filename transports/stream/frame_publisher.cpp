@@ -68,7 +68,7 @@ void frame_publisher::add_subscriber(std::unique_ptr<frame_sink> sink, int fd) {
   auto c = std::make_shared<sink_connection>();
   c->fd = fd;
   c->sink = std::move(sink);
-  c->descriptor = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+  if (c->sink->watch() != close_watch::none) c->descriptor = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
   std::vector<frame_ptr> history = options_.history ? options_.history() : std::vector<frame_ptr>{};
   std::lock_guard lock(mutex_);
   if (closed_) {
@@ -78,6 +78,7 @@ void frame_publisher::add_subscriber(std::unique_ptr<frame_sink> sink, int fd) {
   // History goes first and is never dropped: the late joiner asked for it.
   for (auto& f : history) c->pending.push_back(std::move(f));
   connections_.push_back(c);
+  counters_changed();
   watch_for_close(c);
   if (!write_pending(*c)) reap_dead();
   else if (!c->pending.empty()) arm_writable(c);
@@ -136,10 +137,10 @@ void frame_publisher::reap_dead() {
       if (!closed_) ++counters_.peers_lost;  // closing ourselves is not losing a peer
       asio::post(io_, [c = *it] {
         c->sink->on_removed();
-        boost::system::error_code ignored;
-        c->descriptor->close(ignored);
+        c->close_descriptor();
       });
       it = connections_.erase(it);
+      counters_changed();
     } else {
       ++it;
     }
@@ -166,6 +167,12 @@ void frame_publisher::arm_writable(const conn_ptr& c) {
   if (c->write_armed || c->dead) return;
   c->write_armed = true;
   asio::post(io_, [self = shared_from_this(), c] {
+    std::lock_guard lock(self->mutex_);
+    if (c->dead) {  // reaped meanwhile: its descriptor is closed or about to be
+      c->write_armed = false;
+      return;
+    }
+    if (!c->descriptor) c->descriptor = std::make_unique<asio::posix::stream_descriptor>(self->io_, c->fd);
     c->descriptor->async_wait(asio::posix::descriptor_base::wait_write,
                               [self, c](const boost::system::error_code& ec) {
                                 std::lock_guard lock(self->mutex_);
@@ -173,8 +180,24 @@ void frame_publisher::arm_writable(const conn_ptr& c) {
                                 if (ec || c->dead || self->closed_) return;
                                 if (!self->write_pending(*c)) self->reap_dead();
                                 else if (!c->pending.empty()) self->arm_writable(c);
+                                else if (c->sink->watch() == close_watch::none) {
+                                  // Caught up: leave the reactor again (see sink_connection).
+                                  c->descriptor->release();
+                                  c->descriptor.reset();
+                                }
                               });
   });
+}
+
+void sink_connection::close_descriptor() {
+  if (descriptor) {
+    boost::system::error_code ignored;
+    descriptor->close(ignored);
+    descriptor.reset();
+  } else if (fd >= 0) {
+    ::close(fd);
+  }
+  fd = -1;
 }
 
 bool frame_publisher::any_full() const {
@@ -214,6 +237,7 @@ std::error_code frame_publisher::send(const frame_ptr& frame) {
       if (!any_full()) break;
       if (clock::now() >= deadline) {
         ++counters_.timeouts;
+        counters_changed();
         return make_error_code(errc::timed_out);
       }
       wait_writable(lock, deadline);
@@ -235,6 +259,7 @@ void frame_publisher::enqueue(const conn_ptr& c, const frame_ptr& frame) {
   if (c->pending.size() >= s.depth) {
     if (s.qos == qos_policy::drop_newest) {
       ++counters_.dropped;
+      counters_changed();
       return;
     }
     if (s.qos == qos_policy::drop_oldest) {
@@ -243,6 +268,7 @@ void frame_publisher::enqueue(const conn_ptr& c, const frame_ptr& frame) {
       if (victim != c->pending.end()) {
         c->pending.erase(victim);
         ++counters_.dropped;
+        counters_changed();
       }
     }
   }

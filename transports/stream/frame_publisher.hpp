@@ -16,6 +16,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -72,7 +73,18 @@ struct sink_connection {
   std::size_t front_offset = 0;  // bytes of pending.front() already written
   bool dead = false;
   bool write_armed = false;
+  // Registered with the io_context only when something has to wait on it.
+  // Sinks with close_watch::none (message queues) stay unregistered while
+  // they keep up: a queue's descriptor is readable whenever it holds
+  // messages, so registered it would wake the publisher's io thread after
+  // every send it made.
   std::unique_ptr<boost::asio::posix::stream_descriptor> descriptor;
+
+  sink_connection() = default;
+  sink_connection(const sink_connection&) = delete;
+  sink_connection& operator=(const sink_connection&) = delete;
+  ~sink_connection() { close_descriptor(); }
+  void close_descriptor();
 };
 
 class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
@@ -95,9 +107,16 @@ class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
   bool flush(std::chrono::milliseconds timeout);
   std::size_t subscriber_count() const;
   endpoint_counters counters() const;
+  // Changes whenever counters() or subscriber_count() may have: lets the bus
+  // skip copying them after every send (they take the lock).
+  std::uint64_t counters_version() const { return counters_version_.load(std::memory_order_acquire); }
   void close_all();
   const endpoint_options& options() const { return options_; }
-  void count_refused() { std::lock_guard l(mutex_); ++counters_.peers_refused; }
+  void count_refused() {
+    std::lock_guard l(mutex_);
+    ++counters_.peers_refused;
+    counters_changed();
+  }
 
  private:
   using conn_ptr = std::shared_ptr<sink_connection>;
@@ -108,6 +127,7 @@ class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
   void arm_writable(const conn_ptr& c);
   void watch_for_close(const conn_ptr& c);
   bool any_full() const;
+  void counters_changed() { counters_version_.fetch_add(1, std::memory_order_release); }
   void wait_writable(std::unique_lock<std::mutex>& lock, clock::time_point deadline);
 
   boost::asio::io_context& io_;
@@ -115,6 +135,7 @@ class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
   mutable std::mutex mutex_;
   std::vector<conn_ptr> connections_;
   endpoint_counters counters_;
+  std::atomic<std::uint64_t> counters_version_{1};  // bumped after counters_ or connections_ change
   bool closed_ = false;
 };
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <set>
 #include <thread>
 
@@ -11,6 +12,9 @@
 
 namespace ipcbus::detail {
 namespace {
+
+// Frames up to this size are kept for reuse by the next publish.
+constexpr std::size_t max_spare_frame = 64 * 1024;
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -186,6 +190,18 @@ std::error_code publisher_core::wait_for_loan(std::unique_lock<std::mutex>& lock
 // Reserves the frame's bytes (in the endpoint's memory, or a buffer of our
 // own), writes every field but the payload and returns where the payload goes:
 // null when a drop policy discarded the frame at once.
+std::shared_ptr<encoded_frame> publisher_core::take_spare_frame() {
+  // use_count() 1: the queues and the history have dropped theirs, and nobody
+  // can take a new reference but us. The fence orders our writes after the
+  // last reader's release of its reference.
+  if (spare_frame_ && spare_frame_.use_count() == 1) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return std::move(spare_frame_);
+  }
+  spare_frame_.reset();
+  return std::make_shared<encoded_frame>();
+}
+
 std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload) {
   frame_ = open_frame{};
   frame_.header.sequence = next_sequence_;
@@ -203,7 +219,7 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
     }
     frame_.start = frame_.slot.data;
   } else {
-    frame_.buffer = std::make_shared<encoded_frame>();
+    frame_.buffer = take_spare_frame();
     frame_.buffer->sequence = next_sequence_;
     frame_.buffer->bytes.resize(size);
     frame_.start = frame_.buffer->bytes.data();
@@ -227,6 +243,7 @@ std::error_code publisher_core::finish_frame() {
       std::lock_guard hl(history_mutex_);
       if (!history_.empty() && history_.back() == frame) history_.pop_back();
     }
+    if (frame->bytes.capacity() <= max_spare_frame) spare_frame_ = std::const_pointer_cast<encoded_frame>(frame);
   } else if (frame_.start) {
     ec = endpoint_->commit(frame_.slot);
   }  // else dropped by the endpoint's QoS, and counted there: the sequence is spent

@@ -67,6 +67,7 @@ class publisher_core {
   std::vector<frame_ptr> history_snapshot() const;
   // All with publish_mutex_ held.
   std::error_code wait_for_loan(std::unique_lock<std::mutex>& lock);
+  std::shared_ptr<encoded_frame> take_spare_frame();
   std::error_code start_frame(std::size_t payload_size, char*& payload);
   std::error_code finish_frame();
   void cancel_frame();
@@ -86,6 +87,10 @@ class publisher_core {
   open_frame frame_;
   bool loan_out_ = false;
   std::uint64_t mirrored_version_ = 0;  // endpoint counters_version() last copied to the stats block
+  // The last frame sent, reused by the next publish once every subscriber
+  // queue has let go of it: saves two allocations per message on the stream
+  // transports. Only small frames are kept.
+  std::shared_ptr<encoded_frame> spare_frame_;
   std::string dropped_loan_;  // what a loan whose frame a drop policy discarded writes into
   std::condition_variable loan_cv_;
   mutable std::mutex history_mutex_;  // leaf lock: taken inside the endpoint's lock

@@ -521,3 +521,21 @@ BOOST_AUTO_TEST_CASE(a_nearly_used_up_rlimit_msgqueue_gives_smaller_queues_that_
     BOOST_TEST(ipcbus::test::sample_intact(r->message));
   }
 }
+
+// A depth above msg_max loses nothing (the rest waits in the publisher's
+// queue): the default depth says so at info level, a configured one warns.
+BOOST_AUTO_TEST_CASE(only_a_configured_depth_above_msg_max_warns) {
+  const auto limits = mqt::read_mq_limits();
+  const std::string explicit_depth = std::to_string(limits.msg_max + 1);
+  scratch_domain d;
+  const auto run_publisher = [&](const std::string& yaml) {
+    const auto cfg = d.write_config(yaml);
+    child_process pub("/bin/sh", {"-c", "exec \"$0\" publish \"$1\" depth/x 1 16 2>&1", peer, cfg.string()});
+    BOOST_REQUIRE(pub.wait(30s) == 0);
+    return pub.output();
+  };
+  const std::string with_default = run_publisher(yaml_for("mq"));
+  BOOST_TEST(with_default.find("warn: mq: depth") == std::string::npos, with_default);
+  const std::string configured = run_publisher(yaml_for("mq", "depth: " + explicit_depth));
+  BOOST_TEST(configured.find("warn: mq: depth " + explicit_depth) != std::string::npos, configured);
+}

@@ -87,8 +87,8 @@ class mq_sink final : public stream::frame_sink {
   std::string scratch_;  // one message: header + chunk
 };
 
-void warn_once(std::atomic<bool>& flag, const std::string& message) {
-  if (!flag.exchange(true)) log_line(log_level::warn, message);
+void log_once(std::atomic<bool>& flag, log_level level, const std::string& message) {
+  if (!flag.exchange(true)) log_line(level, message);
 }
 
 std::atomic<bool> depth_warned{false};
@@ -202,11 +202,14 @@ mq_endpoint::~mq_endpoint() { close(); }
 
 std::error_code mq_endpoint::open() {
   const auto& o = state_->options();
+  // Nothing is lost either way; a depth somebody chose deserves a warning,
+  // the default one (above the kernel's default msg_max) only a note.
   if (o.settings.depth > limits_.msg_max)
-    warn_once(depth_warned, "mq: depth " + std::to_string(o.settings.depth) + " (topic '" + o.topic +
-                                "') exceeds /proc/sys/fs/mqueue/msg_max = " + std::to_string(limits_.msg_max) +
-                                ": each queue holds " + std::to_string(limits_.msg_max) +
-                                " messages, the rest wait in the publisher's queue");
+    log_once(depth_warned, o.settings.depth == topic_settings{}.depth ? log_level::info : log_level::warn,
+             "mq: depth " + std::to_string(o.settings.depth) + " (topic '" + o.topic +
+                 "') exceeds /proc/sys/fs/mqueue/msg_max = " + std::to_string(limits_.msg_max) +
+                 ": each queue holds " + std::to_string(limits_.msg_max) +
+                 " messages, the rest wait in the publisher's queue");
   attach_queue_.hash = queue_prefix(o.domain_dir).substr(7, 16);
   attach_queue_.publisher_id = o.publisher_id;
   attach_queue_.owner_pid = static_cast<std::uint32_t>(::getpid());

@@ -217,7 +217,10 @@ void Bus::start(asio::io_context* external, bus_options options) {
     throw config_error("domain '" + state_->cfg.domain + "' must be one name of [A-Za-z0-9_.-]");
   std::error_code ec;
   state_->domain_dir = ensure_domain_dir(state_->cfg, ec);
-  throw_if(ec, "runtime directory " + domain_dir_of(state_->cfg).string());
+  throw_if(ec, "runtime directory " + domain_dir_of(state_->cfg).string() +
+                   (ec == std::errc::operation_not_permitted && !state_->cfg.security.group.empty()
+                        ? " (giving it to group '" + state_->cfg.security.group + "' needs membership of that group)"
+                        : ""));
   state_->host = host_name();
   state_->host_id = host_identity();
 #if IPCBUS_HAVE_SOCKET

@@ -8,6 +8,7 @@
 #include "ipcbus/config.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,15 @@
 namespace ipcbus {
 namespace detail {
 namespace {
+
+// The gid of group `name`, or nothing if this host has no such group.
+std::optional<std::uint32_t> group_id(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  if (name.empty() || ::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found) != 0 || !found) return {};
+  return static_cast<std::uint32_t>(g.gr_gid);
+}
 
 // A config file is a few KiB; refusing huge inputs keeps a mistaken
 // IPCBUS_CONFIG=/dev/zero from eating memory.
@@ -363,8 +373,14 @@ bridge_settings config_parser::bridge(const YAML::Node& map, const location& at)
 
 security_settings config_parser::security(const YAML::Node& map, const location& at) const {
   security_settings result;
-  for_each_key(map, at, {"allow_uids", "allow_gids"},
+  for_each_key(map, at, {"allow_uids", "allow_gids", "group"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
+                 if (key == "group") {
+                   result.group = scalar(value, value_at, "a group name");
+                   result.group_gid = group_id(result.group);
+                   if (!result.group_gid) fail(value_at, "no such group '" + result.group + "' on this host");
+                   return;
+                 }
                  auto& ids = key == "allow_uids" ? result.allow_uids : result.allow_gids;
                  for_each_element(value, value_at, [&](const YAML::Node& e, const location& l) {
                    ids.push_back(static_cast<std::uint32_t>(integer(e, l, 0, max_id)));

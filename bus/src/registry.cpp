@@ -17,6 +17,7 @@
 
 #include <boost/asio/buffer.hpp>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 
 namespace ipcbus {
@@ -90,14 +91,26 @@ fs::path domain_dir_of(const config& cfg) { return cfg.resolved_runtime_dir() / 
 fs::path ensure_domain_dir(const config& cfg, std::error_code& ec) {
   const fs::path runtime = cfg.resolved_runtime_dir();
   const fs::path dir = runtime / cfg.domain;
+  const mode_t mode = directory_mode(cfg.security);
   for (const fs::path& p : {runtime, dir}) {
-    if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) {
-      if (errno == ENOENT) {  // parents missing: create them, then our own level 0700
+    if (::mkdir(p.c_str(), mode) != 0 && errno != EEXIST) {
+      if (errno == ENOENT) {  // parents missing: create them, then our own levels
         fs::create_directories(p.parent_path(), ec);
         if (ec) return {};
-        if (::mkdir(p.c_str(), 0700) == 0 || errno == EEXIST) continue;
+        if (::mkdir(p.c_str(), mode) == 0 || errno == EEXIST) continue;
       }
       ec = {errno, std::system_category()};
+      return {};
+    }
+  }
+  // The umask may have taken bits away, and a directory made earlier may
+  // have another mode: ours get exactly the configured one (and group).
+  for (const fs::path& p : {runtime, dir}) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
+    if ((st.st_mode & 07777) == mode && (!cfg.security.group_gid || st.st_gid == *cfg.security.group_gid)) continue;
+    if (auto err = share_path(p, cfg.security, true)) {
+      ec = err;
       return {};
     }
   }
@@ -136,6 +149,7 @@ int write_locked_entry(const fs::path& dir, const std::string& id_hex, const Par
     ec = {errno, std::system_category()};
     return -1;
   }
+  if (const mode_t mode = read_only_mode_in(dir); mode != 0600) (void)::fchmod(fd, mode);
   auto fail = [&](int err) {
     ::close(fd);
     ::unlink(tmp.c_str());

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <new>
 
+#include "ipcbus/access.hpp"
+
 namespace ipcbus {
 
 std::unique_ptr<stats_block> stats_block::create(const std::filesystem::path& path,
@@ -20,6 +22,7 @@ std::unique_ptr<stats_block> stats_block::create(const std::filesystem::path& pa
   };
   const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_TRUNC, 0600);
   if (fd < 0) return fallback(errno);
+  if (const mode_t mode = read_only_mode_in(path.parent_path()); mode != 0600) (void)::fchmod(fd, mode);
   if (::ftruncate(fd, sizeof(stats_counters)) != 0) {
     const int err = errno;
     ::close(fd);

@@ -247,6 +247,16 @@ BOOST_AUTO_TEST_CASE(relative_runtime_dir_and_bad_uris_are_rejected) {
   BOOST_TEST(contains(config_error_for("security: {allow_uids: [-1]}"), "security.allow_uids[0]"));
 }
 
+BOOST_AUTO_TEST_CASE(a_sharing_group_is_resolved_when_read_and_an_unknown_one_is_refused) {
+  const auto cfg = ipcbus::parse_config("security: { group: root }\n", "bus.yaml");
+  BOOST_TEST(cfg.security.group == "root");
+  BOOST_REQUIRE(cfg.security.group_gid.has_value());
+  BOOST_TEST(*cfg.security.group_gid == 0u);
+  const std::string e = config_error_for("security:\n  group: no-such-group-for-ipcbus\n");
+  BOOST_TEST(contains(e, ":2: security.group: no such group 'no-such-group-for-ipcbus'"), e);
+  BOOST_TEST(!ipcbus::parse_config("domain: d\n", "bus.yaml").security.group_gid.has_value());
+}
+
 BOOST_AUTO_TEST_CASE(config_error_what_is_exactly_the_message) {
   const ipcbus::config_error e("bus.yaml:1: domain: expected x, got 'y'");
   BOOST_TEST(std::string(e.what()) == "bus.yaml:1: domain: expected x, got 'y'");

@@ -2,6 +2,7 @@
 
 #include <mqueue.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transports/mqueue.hpp"
 
@@ -107,6 +109,16 @@ std::optional<queue_name> parse_queue_name(std::string_view name) {
 }
 
 fs::path marker_dir(const fs::path& domain_dir) { return domain_dir / "mq"; }
+
+void ensure_marker_dir(const fs::path& domain_dir, const security_settings& security) {
+  const fs::path dir = marker_dir(domain_dir);
+  (void)::mkdir(dir.c_str(), directory_mode(security));  // EEXIST is fine; other errors show at the marker
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() &&
+      ((st.st_mode & 07777) != directory_mode(security) ||
+       (security.group_gid && st.st_gid != *security.group_gid)))
+    (void)share_path(dir, security, true);
+}
 
 fs::path marker_path(const fs::path& domain_dir, const queue_name& q) {
   return marker_dir(domain_dir) / q.text().substr(1);

@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "ipcbus/config.hpp"
+
 namespace ipcbus::transport::mqueue {
 
 // "ipcbus-<16 hex of FNV-1a(domain dir)>-": every queue of the domain starts so (after '/').
@@ -32,6 +34,9 @@ std::optional<queue_name> parse_queue_name(std::string_view name);
 
 // <domain dir>/mq/: the markers.
 std::filesystem::path marker_dir(const std::filesystem::path& domain_dir);
+// Creates the marker directory with the domain's mode (0700, or 02770 for a
+// sharing group) if it is missing; one we own gets that mode if it has another.
+void ensure_marker_dir(const std::filesystem::path& domain_dir, const security_settings& security);
 std::filesystem::path marker_path(const std::filesystem::path& domain_dir, const queue_name& q);
 
 struct attach_target {

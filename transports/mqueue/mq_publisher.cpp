@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/registry.hpp"
@@ -161,11 +162,7 @@ class attach_listener : public std::enable_shared_from_this<attach_listener> {
     mq_attr attr{};
     if (::fstat(fd, &st) != 0 || ::mq_getattr(fd, &attr) != 0) {
       why = std::strerror(errno);
-    } else if (!(st.st_uid == ::geteuid() || st.st_uid == 0 ||
-                 std::find(o.security.allow_uids.begin(), o.security.allow_uids.end(), st.st_uid) !=
-                     o.security.allow_uids.end() ||
-                 std::find(o.security.allow_gids.begin(), o.security.allow_gids.end(), st.st_gid) !=
-                     o.security.allow_gids.end())) {
+    } else if (!owner_allowed(st, o.security)) {
       why = "owned by uid " + std::to_string(st.st_uid);
     } else if (attr.mq_msgsize < min_msgsize || attr.mq_msgsize > max_msgsize || attr.mq_maxmsg < 1) {
       why = "unusable message size " + std::to_string(attr.mq_msgsize);
@@ -216,8 +213,7 @@ std::error_code mq_endpoint::open() {
   const std::string name = attach_queue_.text();
   // The marker before the queue: a queue without one is never left behind.
   std::error_code ec;
-  fs::create_directory(marker_dir(o.domain_dir), ec);
-  ::chmod(marker_dir(o.domain_dir).c_str(), 0700);
+  ensure_marker_dir(o.domain_dir, o.security);
   const fs::path marker = marker_path(o.domain_dir, attach_queue_);
   const int mfd = ::open(marker.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
   if (mfd < 0) return {errno, std::system_category()};
@@ -230,8 +226,12 @@ std::error_code mq_endpoint::open() {
     attr.mq_maxmsg = 1;
     fd = ::mq_open(name.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC, 0600, &attr);
   }
-  if (fd < 0) {
+  if (fd < 0 || share_object(fd, o.security)) {
     const std::error_code err{errno, std::system_category()};
+    if (fd >= 0) {
+      ::mq_close(fd);
+      ::mq_unlink(name.c_str());
+    }
     fs::remove(marker, ec);
     return err;
   }

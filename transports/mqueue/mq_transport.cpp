@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/registry.hpp"
@@ -33,8 +34,8 @@ std::error_code last_error() { return {errno, std::system_category()}; }
 // up (EMFILE) the queue is made smaller, first in messages, then in message
 // size (more fragments): slower, but it works. Returns the descriptor and the
 // message size, or -1 and `ec`.
-mqd_t create_queue(const std::string& name, const mq_limits& limits, std::uint64_t max_frame, long& msgsize,
-                   std::error_code& ec) {
+mqd_t create_queue(const std::string& name, const mq_limits& limits, std::uint64_t max_frame,
+                   const security_settings& security, long& msgsize, std::error_code& ec) {
   mq_attr attr{};
   attr.mq_maxmsg = std::max<long>(1, limits.msg_max);
   attr.mq_msgsize = static_cast<long>(std::clamp<std::uint64_t>(max_frame + 5 + header_size,
@@ -44,7 +45,7 @@ mqd_t create_queue(const std::string& name, const mq_limits& limits, std::uint64
     const mqd_t fd = ::mq_open(name.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC, 0600, &attr);
     if (fd >= 0) {
       mq_attr got{};
-      if (::mq_getattr(fd, &got) != 0) {
+      if (::mq_getattr(fd, &got) != 0 || share_object(fd, security)) {
         ec = last_error();
         ::mq_close(fd);
         ::mq_unlink(name.c_str());
@@ -65,13 +66,9 @@ mqd_t create_queue(const std::string& name, const mq_limits& limits, std::uint64
   }
 }
 
-bool owner_allowed(int fd, const security_settings& security) {
+bool queue_owner_allowed(int fd, const security_settings& security) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return false;
-  const auto& uids = security.allow_uids;
-  const auto& gids = security.allow_gids;
-  return st.st_uid == ::geteuid() || st.st_uid == 0 || std::find(uids.begin(), uids.end(), st.st_uid) != uids.end() ||
-         std::find(gids.begin(), gids.end(), st.st_gid) != gids.end();
+  return ::fstat(fd, &st) == 0 && owner_allowed(st, security);
 }
 
 class mq_transport final : public transport_backend {
@@ -104,7 +101,7 @@ class mq_transport final : public transport_backend {
       ec = errno == ENOENT ? make_error_code(errc::peer_gone) : last_error();
       return nullptr;
     }
-    if (!owner_allowed(attach_fd, options.security)) {
+    if (!queue_owner_allowed(attach_fd, options.security)) {
       ::mq_close(attach_fd);
       log_line(log_level::warn, "refused publisher at " + uri + " (queue owner not allowed)");
       ec = make_error_code(errc::access_denied);
@@ -115,8 +112,7 @@ class mq_transport final : public transport_backend {
     data.owner_pid = static_cast<std::uint32_t>(::getpid());
     // The marker before the queue, as for the publisher's.
     const fs::path marker = marker_path(target->domain_dir, data);
-    std::error_code dir_ec;
-    fs::create_directory(marker_dir(target->domain_dir), dir_ec);
+    ensure_marker_dir(target->domain_dir, options.security);
     const int mfd = ::open(marker.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
     if (mfd < 0) {
       ec = last_error();
@@ -125,10 +121,11 @@ class mq_transport final : public transport_backend {
     }
     ::close(mfd);
     long msgsize = 0;
-    const mqd_t data_fd = create_queue(data.text(), read_mq_limits(), options.max_frame, msgsize, ec);
+    const mqd_t data_fd = create_queue(data.text(), read_mq_limits(), options.max_frame, options.security, msgsize, ec);
     if (data_fd < 0) {
       log_line(log_level::warn, "mq: cannot create queue " + data.text() + ": " + ec.message());
-      fs::remove(marker, dir_ec);
+      std::error_code ignored;
+      fs::remove(marker, ignored);
       ::mq_close(attach_fd);
       return nullptr;
     }

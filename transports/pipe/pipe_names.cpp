@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transports/pipe.hpp"
 
@@ -95,11 +96,7 @@ bool fifo_owner_allowed(int fd, const security_settings& security, std::string& 
     why = "not a FIFO";
     return false;
   }
-  const auto& uids = security.allow_uids;
-  const auto& gids = security.allow_gids;
-  if (st.st_uid == ::geteuid() || st.st_uid == 0 || std::find(uids.begin(), uids.end(), st.st_uid) != uids.end() ||
-      std::find(gids.begin(), gids.end(), st.st_gid) != gids.end())
-    return true;
+  if (owner_allowed(st, security)) return true;
   why = "owned by uid " + std::to_string(st.st_uid) + " gid " + std::to_string(st.st_gid);
   return false;
 }

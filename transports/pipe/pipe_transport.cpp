@@ -12,6 +12,7 @@
 #include <boost/asio.hpp>
 
 #include "frame_publisher.hpp"
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/registry.hpp"
@@ -39,16 +40,18 @@ bool reader_gone(int fd) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
 }
 
-// Creates a FIFO (mode 0600) and opens it for reading and writing, without
-// blocking: the holder never sees EOF when writers come and go.
-int make_fifo(const fs::path& path, std::error_code& ec) {
+// Creates a FIFO (mode 0600, or 0660 for the sharing group) and opens it for
+// reading and writing, without blocking: the holder never sees EOF when
+// writers come and go.
+int make_fifo(const fs::path& path, const security_settings& security, std::error_code& ec) {
   if (::mkfifo(path.c_str(), 0600) != 0) {
     ec = last_error();
     return -1;
   }
   const int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    ec = last_error();
+  if (fd < 0 || (ec = share_object(fd, security))) {
+    if (fd < 0) ec = last_error();
+    else ::close(fd);
     ::unlink(path.c_str());
     return -1;
   }
@@ -170,7 +173,7 @@ class pipe_endpoint final : public publisher_endpoint {
     const auto& o = state_->options();
     path_ = attach_fifo_path(o.domain_dir, o.publisher_id);
     std::error_code ec;
-    const int fd = make_fifo(path_, ec);
+    const int fd = make_fifo(path_, o.security, ec);
     if (fd < 0) return ec;
     listener_ = std::make_shared<attach_listener>(io_, state_, path_, fd);
     asio::post(io_, [l = listener_] { l->start(); });
@@ -286,7 +289,7 @@ class pipe_transport final : public transport_backend {
     }
     const std::uint64_t link_id = random_id();
     const fs::path data = data_fifo_path(target->domain_dir, target->publisher_id, link_id);
-    const int data_fd = make_fifo(data, ec);
+    const int data_fd = make_fifo(data, options.security, ec);
     if (data_fd < 0) return nullptr;
     auto link = std::make_shared<stream_link_state>(asio::posix::stream_descriptor(io, data_fd), options,
                                                     std::move(callbacks));

@@ -52,7 +52,7 @@ std::error_code ring_publisher::open() {
   mask_ = capacity_ - 1;
   // The marker first: a segment without one is an orphan to reclaim_shm_segments.
   if (auto ec = write_marker(marker_, name_)) return ec;
-  if (auto ec = create_segment(name_, layout::data_offset + capacity_, ring_)) {
+  if (auto ec = create_segment(name_, layout::data_offset + capacity_, options_.security, ring_)) {
     ::unlink(marker_.c_str());
     return ec;
   }
@@ -324,7 +324,7 @@ std::error_code ring_publisher::take_blob(std::size_t size, side_segment& out) {
 std::error_code ring_publisher::create_blob(std::size_t size, side_segment& out) {
   side_segment seg;
   seg.id = next_segment_++;
-  if (auto ec = create_segment(blob_name(name_, seg.id), layout::blob_segment_size(size), seg.map)) {
+  if (auto ec = create_segment(blob_name(name_, seg.id), layout::blob_segment_size(size), options_.security, seg.map)) {
     log_line(log_level::warn, "topic '" + options_.topic + "': cannot create a side segment for a frame of " +
                                   std::to_string(size) + " bytes: " + ec.message());
     return ec;

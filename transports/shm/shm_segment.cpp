@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transports/shm.hpp"
@@ -39,11 +40,6 @@ struct fd_guard {
     if (fd >= 0) ::close(fd);
   }
 };
-
-bool uid_allowed(uid_t uid, const security_settings& security) {
-  if (uid == ::geteuid() || uid == 0) return true;
-  return std::find(security.allow_uids.begin(), security.allow_uids.end(), uid) != security.allow_uids.end();
-}
 
 }  // namespace
 
@@ -91,13 +87,15 @@ bool valid_ring_name(const std::string& name) {
   return true;
 }
 
-std::error_code create_segment(const std::string& name, std::size_t size, mapped_segment& out) {
+std::error_code create_segment(const std::string& name, std::size_t size, const security_settings& security,
+                               mapped_segment& out) {
   fd_guard fd{::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600)};
   if (fd.fd < 0) return errno_code(errno);
   auto fail = [&](int e) {
     ::shm_unlink(name.c_str());
     return errno_code(e);
   };
+  if (auto ec = share_object(fd.fd, security)) return fail(ec.value());
   if (::ftruncate(fd.fd, static_cast<off_t>(size)) != 0) return fail(errno);
   // posix_fallocate returns the error instead of setting errno.
   if (const int e = ::posix_fallocate(fd.fd, 0, static_cast<off_t>(size)); e != 0 && e != EOPNOTSUPP)
@@ -117,7 +115,7 @@ std::error_code open_segment(const open_request& req, const security_settings& s
   }
   struct stat st {};
   if (::fstat(fd.fd, &st) != 0) return errno_code(errno);
-  if (!uid_allowed(st.st_uid, security)) return make_error_code(errc::access_denied);
+  if (!owner_allowed(st, security)) return make_error_code(errc::access_denied);
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > req.max_size)
     return make_error_code(req.too_large_is_oversize ? errc::message_too_large : errc::malformed_frame);
@@ -136,6 +134,7 @@ fs::path marker_path(const fs::path& domain_dir, std::uint64_t publisher_id) {
 std::error_code write_marker(const fs::path& marker, const std::string& ring) {
   fd_guard fd{::open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600)};
   if (fd.fd < 0) return errno_code(errno);
+  if (const mode_t mode = read_only_mode_in(marker.parent_path()); mode != 0600) (void)::fchmod(fd.fd, mode);
   const std::string line = ring + "\n";
   if (::write(fd.fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
     const int e = errno;

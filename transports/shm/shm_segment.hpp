@@ -49,7 +49,8 @@ bool valid_ring_name(const std::string& name);
 // Creates `name` (O_EXCL, mode 0600), reserves `size` bytes of memory for it
 // (fallocate: a full /dev/shm is ENOSPC now rather than SIGBUS on a later
 // write) and maps it read-write. On failure nothing is left behind.
-std::error_code create_segment(const std::string& name, std::size_t size, mapped_segment& out);
+std::error_code create_segment(const std::string& name, std::size_t size, const security_settings& security,
+                               mapped_segment& out);
 
 // Opens and maps an existing segment after checking that its owner is us, root
 // or an allowed uid (errc::access_denied otherwise) and that its size is within

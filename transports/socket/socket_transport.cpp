@@ -10,11 +10,11 @@
 
 #include <charconv>
 
+#include "ipcbus/access.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transports/socket.hpp"
-#include "peer_credentials.hpp"
 #include "frame_publisher.hpp"
 #include "stream_link.hpp"
 
@@ -46,7 +46,13 @@ class stream_endpoint final : public publisher_endpoint {
     boost::system::error_code ec;
     acceptor_->open(ep.protocol(), ec);
     if (!ec) acceptor_->bind(ep, ec);
-    if (!ec && !path.empty()) ::chmod(path.c_str(), 0600);  // owner only; peers vetted anyway
+    if (!ec && !path.empty()) {
+      // Owner only (or the sharing group): connecting needs write permission. Peers are vetted anyway.
+      if (auto err = share_path(path, state_->options().security)) {
+        acceptor_->close(ec);
+        return err;
+      }
+    }
     if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return to_std(ec);
     if constexpr (std::is_same_v<Protocol, tcp>) {

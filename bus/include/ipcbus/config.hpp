@@ -57,6 +57,8 @@ struct bridge_settings {
 struct security_settings {
   std::vector<std::uint32_t> allow_uids;  // besides our own uid (and root)
   std::vector<std::uint32_t> allow_gids;
+  std::string group;                      // shares the domain with this group's members; empty: private
+  std::optional<std::uint32_t> group_gid;  // `group` resolved when the config was read
 };
 
 struct config {

@@ -214,7 +214,17 @@ BOOST_AUTO_TEST_CASE(top_level_must_be_a_map) {
 }
 
 BOOST_AUTO_TEST_CASE(more_than_one_document_is_rejected) {
-  BOOST_TEST(contains(config_error_for("domain: a\n---\ndomain: b\n"), "single YAML document"));
+  BOOST_TEST(config_error_for("domain: a\n---\ndomain: b\n") ==
+             "bus.yaml:2: expected a single YAML document, found a second one");
+}
+
+// A stray flow entry makes yaml-cpp 0.7's parser report empty documents for
+// ever (found by tests/fuzz/config_fuzz; corpus file regress_stray_comma.yaml):
+// the parser used to collect them all and never returned.
+BOOST_AUTO_TEST_CASE(stray_flow_entry_is_rejected_instead_of_hanging) {
+  BOOST_TEST(contains(config_error_for(","), "single YAML document"));
+  BOOST_TEST(contains(config_error_for(", max_message: 8KiB }\ntopicsruntime_dir: false } ]\n"),
+                      "single YAML document"));
 }
 
 BOOST_AUTO_TEST_CASE(duplicate_key_is_rejected) {

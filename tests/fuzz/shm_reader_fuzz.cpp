@@ -101,7 +101,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   options.max_frame = 1 << 20;
   {
     shm::mapped_segment seg;
-    const auto ec = shm::create_segment(name, segment_size, seg);
+    const auto ec = shm::create_segment(name, segment_size, options.security, seg);
     IPCBUS_FUZZ_CHECK(!ec);
     input_reader in{data + 1, size - 1};
     if (data[0] % 2 == 0) std::memcpy(seg.data(), in.p, std::min(in.n, segment_size));

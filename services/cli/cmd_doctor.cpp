@@ -238,12 +238,10 @@ int run_doctor(const global_options& g, const doctor_options& o) {
   findings all;
   check_directory(runtime, "runtime_dir", all);
   check_directory(dir, "domain_dir", all);
-  std::error_code ec;
-  if (fs::is_directory(dir, ec)) {
-    if (o.fix) fix_leftovers(dir, all);
-    check_unreadable_entries(dir, all);
-  }
   // Also without a domain directory: other domains' leftovers in /dev/shm and /dev/mqueue.
+  if (o.fix) fix_leftovers(dir, all);
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) check_unreadable_entries(dir, all);
   check_leftovers(find_leftovers(dir), all);
   check_dev_shm(all);
 #ifdef IPCBUS_HAVE_MQUEUE

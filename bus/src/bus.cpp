@@ -141,18 +141,81 @@ void bus_state::stop_discovery() {
   if (rescan_timer) rescan_timer->cancel();
 }
 
+std::shared_ptr<const config> bus_state::current_config() const {
+  std::lock_guard lock(config_mutex_);
+  return config_;
+}
+
+void bus_state::set_config(config cfg, const std::string& source_domain,
+                           const std::filesystem::path& source_runtime_dir) {
+  auto fresh = std::make_shared<const config>(std::move(cfg));
+  std::lock_guard lock(config_mutex_);
+  config_ = std::move(fresh);
+  source_domain_ = source_domain;
+  source_runtime_dir_ = source_runtime_dir;
+}
+
+void bus_state::set_reload_handler(reload_handler handler) {
+  std::lock_guard lock(config_mutex_);
+  on_reload_ = std::move(handler);
+}
+
+std::error_code bus_state::reload_config(std::string& message) {
+  std::lock_guard reload_lock(reload_mutex_);
+  const auto old = current_config();
+  std::error_code ec;
+  message.clear();
+  if (closed) {
+    ec = make_error_code(errc::closed);
+    message = "the bus is shut down";
+  } else if (old->file.empty()) {
+    ec = make_error_code(errc::invalid_argument);
+    message = "no configuration file to reload: the configuration in force is " + old->source;
+  } else {
+    try {
+      config fresh = load_config_file(old->file);
+      // Where the bus lives cannot move under live participants.
+      if (fresh.domain != source_domain_ || fresh.runtime_dir != source_runtime_dir_)
+        log_line(log_level::warn, old->file.string() + ": domain and runtime_dir take effect at the next start; "
+                                  "this process stays on domain '" + domain + "'");
+      const std::string file_domain = fresh.domain;
+      const std::filesystem::path file_runtime_dir = fresh.runtime_dir;
+      fresh.domain = domain;
+      fresh.runtime_dir = runtime_dir;
+      const std::size_t rules = fresh.topics.size();
+      set_config(std::move(fresh), file_domain, file_runtime_dir);
+      log_line(log_level::info, "configuration reloaded from " + old->file.string() + " (" + std::to_string(rules) +
+                                    " topic rule(s)); it applies to publishers and subscribers created from now on");
+    } catch (const std::exception& e) {  // config_error; anything else must not take the process down either
+      ec = make_error_code(errc::config_error);
+      message = e.what();
+    }
+  }
+  if (ec) log_line(log_level::error, "configuration not reloaded, the one in force stays: " + message);
+  reload_handler handler;
+  {
+    std::lock_guard lock(config_mutex_);
+    handler = on_reload_;
+  }
+  if (handler) handler(ec, message);
+  return ec;
+}
+
 }  // namespace detail
 
 // ---- Bus ----------------------------------------------------------------------
 
 // How a stop request reaches run_until_signal: a SIGINT/SIGTERM through Asio's
-// signal_set (handled on the io thread), or shutdown() from any thread.
+// signal_set (handled on the io thread), or shutdown() from any thread. SIGHUP
+// goes the same way to `on_hangup` (a configuration reload).
 struct Bus::shutdown_signal {
   std::mutex mutex;
   std::condition_variable cv;
   int signal = 0;
   bool requested = false;
   std::shared_ptr<asio::signal_set> signals;
+  std::shared_ptr<asio::signal_set> hangups;
+  std::function<void()> on_hangup;  // set before signals are caught, then only read
 
   void request(int number) {
     std::lock_guard lock(mutex);
@@ -168,14 +231,27 @@ struct Bus::shutdown_signal {
     signals->async_wait([this, keep = signals](const boost::system::error_code& ec, int number) {
       if (!ec) request(number);
     });
+    hangups = std::make_shared<asio::signal_set>(io, SIGHUP);
+    wait_hangup(hangups, on_hangup);
+  }
+  // Every SIGHUP until the set is cancelled; signals that arrive during a
+  // reload are merged by Asio into one more handler call.
+  static void wait_hangup(const std::shared_ptr<asio::signal_set>& set, std::function<void()> on_hangup) {
+    set->async_wait([set, on_hangup](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (on_hangup) on_hangup();
+      wait_hangup(set, on_hangup);
+    });
   }
   void release_signals() {
     std::lock_guard lock(mutex);
     if (!signals) return;
     boost::system::error_code ignored;
-    signals->cancel(ignored);
-    signals->clear(ignored);
-    signals.reset();
+    for (auto* set : {&signals, &hangups}) {
+      (*set)->cancel(ignored);
+      (*set)->clear(ignored);
+      set->reset();
+    }
   }
 };
 
@@ -209,18 +285,23 @@ void Bus::start(asio::io_context* external, bus_options options) {
   // A reader that vanished must surface as EPIPE on that one link, never kill the process.
   ::signal(SIGPIPE, SIG_IGN);
   state_ = std::make_shared<detail::bus_state>();
-  state_->cfg = options.cfg ? std::move(*options.cfg) : load_config_from_environment();
-  if (!options.domain.empty()) state_->cfg.domain = options.domain;
-  if (!options.runtime_dir.empty()) state_->cfg.runtime_dir = options.runtime_dir;
+  config cfg = options.cfg ? std::move(*options.cfg) : load_config_from_environment();
+  const std::string source_domain = cfg.domain;
+  const std::filesystem::path source_runtime_dir = cfg.runtime_dir;
+  if (!options.domain.empty()) cfg.domain = options.domain;
+  if (!options.runtime_dir.empty()) cfg.runtime_dir = options.runtime_dir;
   std::string why;
-  if (validate_topic(state_->cfg.domain, &why) || state_->cfg.domain.find('/') != std::string::npos)
-    throw config_error("domain '" + state_->cfg.domain + "' must be one name of [A-Za-z0-9_.-]");
+  if (validate_topic(cfg.domain, &why) || cfg.domain.find('/') != std::string::npos)
+    throw config_error("domain '" + cfg.domain + "' must be one name of [A-Za-z0-9_.-]");
   std::error_code ec;
-  state_->domain_dir = ensure_domain_dir(state_->cfg, ec);
-  throw_if(ec, "runtime directory " + domain_dir_of(state_->cfg).string() +
-                   (ec == std::errc::operation_not_permitted && !state_->cfg.security.group.empty()
-                        ? " (giving it to group '" + state_->cfg.security.group + "' needs membership of that group)"
+  state_->domain_dir = ensure_domain_dir(cfg, ec);
+  throw_if(ec, "runtime directory " + domain_dir_of(cfg).string() +
+                   (ec == std::errc::operation_not_permitted && !cfg.security.group.empty()
+                        ? " (giving it to group '" + cfg.security.group + "' needs membership of that group)"
                         : ""));
+  state_->domain = cfg.domain;
+  state_->runtime_dir = cfg.runtime_dir;
+  state_->set_config(std::move(cfg), source_domain, source_runtime_dir);
   state_->host = host_name();
   state_->host_id = host_identity();
 #if IPCBUS_HAVE_SOCKET
@@ -239,6 +320,10 @@ void Bus::start(asio::io_context* external, bus_options options) {
   // Stale entries of crashed processes would only cost failed connects: reclaim them now.
   reclaim_stale(state_->domain_dir);
   shutdown_signal_ = std::make_shared<shutdown_signal>();
+  shutdown_signal_->on_hangup = [weak = std::weak_ptr<detail::bus_state>(state_)] {
+    std::string ignored;  // reload_config logs the outcome
+    if (auto state = weak.lock()) state->reload_config(ignored);
+  };
   if (external) {
     state_->io = external;
     if (options.handle_signals) shutdown_signal_->catch_signals(*state_->io);
@@ -254,20 +339,46 @@ void Bus::start(asio::io_context* external, bus_options options) {
 
 Bus::~Bus() { shutdown(); }
 
-const config& Bus::configuration() const { return state_->cfg; }
-const std::string& Bus::domain() const { return state_->cfg.domain; }
+config Bus::configuration() const { return *state_->current_config(); }
+const std::string& Bus::domain() const { return state_->domain; }
+
+void Bus::reload_config() {
+  std::string message;
+  if (const auto ec = state_->reload_config(message)) {
+    if (ec == errc::config_error) throw config_error(message);
+    throw std::system_error(ec, "reload_config: " + message);
+  }
+}
+
+void Bus::reload_config(std::error_code& ec) {
+  std::string message;
+  ec = state_->reload_config(message);
+}
+
+void Bus::on_config_reload(std::function<void(const std::error_code&, const std::string&)> handler) {
+  state_->set_reload_handler(std::move(handler));
+}
+
 const std::filesystem::path& Bus::domain_directory() const { return state_->domain_dir; }
 asio::io_context& Bus::io_context() { return *state_->io; }
 
-int Bus::run_until_signal(std::chrono::milliseconds drain) {
+int Bus::wait_for_stop() {
   auto sig = shutdown_signal_;
   sig->catch_signals(*state_->io);
-  int number = 0;
-  {
-    std::unique_lock lock(sig->mutex);
-    sig->cv.wait(lock, [&] { return sig->requested; });
-    number = sig->signal;
-  }
+  std::unique_lock lock(sig->mutex);
+  sig->cv.wait(lock, [&] { return sig->requested; });
+  return sig->signal;
+}
+
+// The drain is read once the stop is requested: a reload meanwhile may have changed it.
+int Bus::run_until_signal() {
+  const int number = wait_for_stop();
+  shutdown();
+  return number;
+}
+
+int Bus::run_until_signal(std::chrono::milliseconds drain) {
+  const int number = wait_for_stop();
   shutdown(drain);
   return number;
 }
@@ -279,6 +390,10 @@ std::string Bus::describe_failure(std::string_view what, std::string_view name, 
     else validate_pattern(name, &why);
   }
   return std::string(what) + " '" + std::string(name).substr(0, 80) + "'" + (why.empty() ? "" : ": " + why);
+}
+
+void Bus::shutdown() {
+  if (state_) shutdown(state_->current_config()->shutdown.drain);
 }
 
 void Bus::shutdown(std::chrono::milliseconds drain) {

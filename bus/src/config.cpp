@@ -52,6 +52,7 @@ constexpr std::uint64_t max_depth = 1u << 20;
 constexpr std::uint64_t max_history = 1u << 16;
 constexpr std::uint64_t max_message_limit = 4ull << 30;
 constexpr std::uint64_t max_publish_timeout_ms = 3'600'000;
+constexpr std::uint64_t max_drain_ms = 3'600'000;
 constexpr std::uint64_t max_spin_us = 1'000'000;
 constexpr std::uint64_t max_id = 4'294'967'294u;  // (uid_t)-1 means "no id" to the kernel
 
@@ -183,6 +184,7 @@ class config_parser {
   std::filesystem::path runtime_dir(const YAML::Node& value, const location& at) const;
   bridge_settings bridge(const YAML::Node& map, const location& at) const;
   security_settings security(const YAML::Node& map, const location& at) const;
+  shutdown_settings shutdown(const YAML::Node& map, const location& at) const;
 
   std::string source_;
 };
@@ -427,6 +429,15 @@ security_settings config_parser::security(const YAML::Node& map, const location&
   return result;
 }
 
+shutdown_settings config_parser::shutdown(const YAML::Node& map, const location& at) const {
+  shutdown_settings result;
+  for_each_key(map, at, {"drain_ms"},
+               [&](const std::string&, const YAML::Node& value, const location& value_at) {
+                 result.drain = std::chrono::milliseconds(integer(value, value_at, 0, max_drain_ms));
+               });
+  return result;
+}
+
 // `defaults` is parsed before `topics` wherever it appears in the file, so a
 // rule always overlays the file's defaults, not the built-in ones.
 config config_parser::parse(const YAML::Node& root) const {
@@ -443,7 +454,7 @@ config config_parser::parse(const YAML::Node& root) const {
   };
   std::vector<section> sections;
   for_each_key(root, {"", top.line},
-               {"domain", "runtime_dir", "defaults", "topics", "bridge", "security"},
+               {"domain", "runtime_dir", "defaults", "topics", "bridge", "security", "shutdown"},
                [&](const std::string& key, const YAML::Node& value, const location& at) {
                  if (key == "defaults") {
                    result.defaults = settings(value, at, result.defaults);
@@ -462,6 +473,8 @@ config config_parser::parse(const YAML::Node& root) const {
       });
     } else if (key == "bridge") {
       result.bridge = bridge(value, at);
+    } else if (key == "shutdown") {
+      result.shutdown = shutdown(value, at);
     } else {
       result.security = security(value, at);
     }
@@ -558,7 +571,9 @@ std::optional<config> parse_config(std::string_view yaml, const std::string& sou
 }
 
 config load_config_file(const std::filesystem::path& file) {
-  return parse_config(detail::read_file(file), file.string());
+  config result = parse_config(detail::read_file(file), file.string());
+  result.file = file;
+  return result;
 }
 
 config load_config_from_environment() {

@@ -44,7 +44,9 @@ Qos to_proto(qos_policy q) {
 
 publisher_core::publisher_core(std::shared_ptr<bus_state> bus, std::string topic, std::string type_name)
     : bus_(std::move(bus)), topic_(std::move(topic)), type_name_(std::move(type_name)), id_(random_id()) {
-  settings_ = bus_->cfg.settings_for(topic_);
+  const auto cfg = bus_->current_config();
+  settings_ = cfg->settings_for(topic_);
+  security_ = cfg->security;
 }
 
 std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state> bus, std::string_view topic,
@@ -70,7 +72,7 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
   opts.publisher_id = core->id_;
   opts.settings = core->settings_;
   opts.domain_dir = bus->domain_dir;
-  opts.security = bus->cfg.security;
+  opts.security = core->security_;
   std::weak_ptr<publisher_core> weak = core;
   opts.history = [weak] {
     auto self = weak.lock();

@@ -25,7 +25,9 @@ subscriber_core::subscriber_core(std::shared_ptr<bus_state> bus, std::string pat
       type_name_(std::move(type_name)),
       handler_(std::move(handler)),
       id_(random_id()) {
-  settings_ = bus_->cfg.settings_for(pattern_);
+  const auto cfg = bus_->current_config();
+  settings_ = cfg->settings_for(pattern_);
+  security_ = cfg->security;
 }
 
 std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_state> bus, std::string_view pattern,
@@ -102,7 +104,7 @@ void subscriber_core::connect_to(const participant_record& pub) {
   // Never trust a peer's advertised limit more than our own configuration.
   opts.max_frame = std::min<std::uint64_t>(info.max_message(), settings_.max_message) + max_frame_overhead +
                    info.type_name().size();
-  opts.security = bus_->cfg.security;
+  opts.security = security_;
   opts.spin = settings_.spin;
   opts.busy_poll = settings_.busy_poll;
   opts.polled_by_bus = bus_->owned_io != nullptr;  // only the bus's own io thread runs the polling loop

@@ -14,6 +14,7 @@ command add_echo_command(CLI::App& root, const global_options& g);
 command add_pub_command(CLI::App& root, const global_options& g);
 command add_stats_command(CLI::App& root, const global_options& g);
 command add_gc_command(CLI::App& root, const global_options& g);
+command add_doctor_command(CLI::App& root, const global_options& g);
 command add_bench_command(CLI::App& root, const global_options& g);
 
 }  // namespace ipcbus::cli

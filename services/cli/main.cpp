@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   add_global_options(app, g);
   const std::vector<command> commands = {
       add_list_command(app, g), add_echo_command(app, g), add_pub_command(app, g),
-      add_stats_command(app, g), add_gc_command(app, g), add_bench_command(app, g),
+      add_stats_command(app, g), add_gc_command(app, g), add_doctor_command(app, g), add_bench_command(app, g),
   };
   try {
     app.parse(argc, argv);

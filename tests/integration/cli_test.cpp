@@ -304,7 +304,7 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2) {
   const auto r = usage({"echo", "a", "--count", "-3", "--timeout", "1"});
   BOOST_TEST(r.exit_code == 2);
   BOOST_TEST(r.output.rfind("ipcbus: ", 0) == 0, r.output);
-  for (const char* cmd : {"list", "echo", "pub", "stats", "gc"}) {
+  for (const char* cmd : {"list", "echo", "pub", "stats", "gc", "doctor"}) {
     const auto help = run_cli({cmd, "--help"}, false);
     BOOST_TEST(help.exit_code == 0, cmd);
     BOOST_TEST(help.output.find(std::string("ipcbus ") + cmd) != std::string::npos, help.output);

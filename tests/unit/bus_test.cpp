@@ -1,9 +1,14 @@
-// The Bus object itself: an external io_context, shutdown, and what handles do afterwards.
+// The Bus object itself: an external io_context, shutdown, configuration reloads,
+// and what handles do afterwards.
 #define BOOST_TEST_MODULE bus
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <fstream>
 #include <thread>
+#include <vector>
+
+#include "ipcbus/registry.hpp"
 
 #include "test_support.hpp"
 
@@ -112,4 +117,71 @@ BOOST_AUTO_TEST_CASE(an_invalid_domain_name_is_a_config_error) {
   auto o = d.options();
   o.domain = "../escape";
   BOOST_CHECK_THROW(ipcbus::Bus bus(o), ipcbus::config_error);
+}
+
+namespace {
+// "<transport> depth <n>" from the registry entry of the publisher on `topic`.
+std::string registered(const scratch_domain& d, const std::string& topic) {
+  for (const auto& r : ipcbus::list_participants(d.domain_dir()))
+    if (r.info.topic() == topic) return r.info.transport() + " depth " + std::to_string(r.info.depth());
+  return "(no entry)";
+}
+void write_file(const std::filesystem::path& file, const std::string& text) {
+  std::ofstream(file.string() + ".new") << text;
+  std::filesystem::rename(file.string() + ".new", file);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(reload_config_applies_to_publishers_created_afterwards_and_tells_the_handler) {
+  scratch_domain d;
+  const auto file = d.write_config("defaults: { transport: unix, depth: 5 }\n");
+  ipcbus::bus_options o;
+  o.cfg = ipcbus::load_config_file(file);
+  ipcbus::Bus bus(o);
+  std::vector<std::error_code> outcomes;
+  bus.on_config_reload([&](const std::error_code& ec, const std::string&) { outcomes.push_back(ec); });
+  auto before = bus.advertise<Sample>("reload/before");
+  write_file(file, "domain: " + d.domain() + "\nruntime_dir: " + d.runtime_dir().string() +
+                       "\ndefaults: { transport: tcp, depth: 9 }\nshutdown: { drain_ms: 123 }\n");
+  std::error_code ec;
+  bus.reload_config(ec);
+  BOOST_TEST(!ec);
+  auto after = bus.advertise<Sample>("reload/after");
+  BOOST_TEST(registered(d, "reload/before") == "unix depth 5");
+  BOOST_TEST(registered(d, "reload/after") == "tcp depth 9");
+  BOOST_TEST(bus.configuration().shutdown.drain == 123ms);
+  BOOST_TEST(bus.domain() == d.domain());
+  BOOST_TEST(outcomes.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_broken_file_on_reload_is_a_config_error_and_the_old_config_stays) {
+  scratch_domain d;
+  const auto file = d.write_config("defaults: { depth: 5 }\n");
+  ipcbus::bus_options o;
+  o.cfg = ipcbus::load_config_file(file);
+  ipcbus::Bus bus(o);
+  std::string told;
+  bus.on_config_reload([&](const std::error_code&, const std::string& why) { told = why; });
+  write_file(file, "defaults: { depth: lots }\n");
+  std::error_code ec;
+  bus.reload_config(ec);
+  BOOST_TEST(ec == ipcbus::errc::config_error);
+  BOOST_TEST(told.find(file.string() + ":1: defaults.depth: expected an integer") == 0u, told);
+  BOOST_TEST(bus.configuration().defaults.depth == 5u);
+  BOOST_CHECK_THROW(bus.reload_config(), ipcbus::config_error);
+  std::filesystem::remove(file);
+  bus.reload_config(ec);  // an unreadable file too
+  BOOST_TEST(ec == ipcbus::errc::config_error);
+  BOOST_TEST(bus.configuration().defaults.depth == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(reload_config_of_a_bus_not_built_from_a_file_is_invalid_argument) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { depth: 5 }\n"));  // parsed from text, not from a file
+  std::error_code ec;
+  bus.reload_config(ec);
+  BOOST_TEST(ec == ipcbus::errc::invalid_argument);
+  bus.shutdown();
+  bus.reload_config(ec);
+  BOOST_TEST(ec == ipcbus::errc::closed);
 }

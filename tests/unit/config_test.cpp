@@ -267,6 +267,14 @@ BOOST_AUTO_TEST_CASE(a_sharing_group_is_resolved_when_read_and_an_unknown_one_is
   BOOST_TEST(!ipcbus::parse_config("domain: d\n", "bus.yaml").security.group_gid.has_value());
 }
 
+BOOST_AUTO_TEST_CASE(shutdown_drain_is_read_in_milliseconds_and_defaults_to_two_seconds) {
+  BOOST_TEST(ipcbus::parse_config("").shutdown.drain == 2000ms);
+  BOOST_TEST(ipcbus::parse_config("shutdown: { drain_ms: 250 }\n").shutdown.drain == 250ms);
+  BOOST_TEST(ipcbus::parse_config("shutdown: { drain_ms: 0 }\n").shutdown.drain == 0ms);
+  BOOST_TEST(contains(config_error_for("shutdown: { drain_ms: -1 }\n"), "bus.yaml:1: shutdown.drain_ms: expected an integer"));
+  BOOST_TEST(contains(config_error_for("shutdown:\n  drain: 2s\n"), "bus.yaml:2: shutdown.drain: unknown key; expected one of drain_ms"));
+}
+
 BOOST_AUTO_TEST_CASE(config_error_what_is_exactly_the_message) {
   const ipcbus::config_error e("bus.yaml:1: domain: expected x, got 'y'");
   BOOST_TEST(std::string(e.what()) == "bus.yaml:1: domain: expected x, got 'y'");
@@ -372,7 +380,9 @@ BOOST_AUTO_TEST_CASE(ipcbus_config_names_the_file_to_load) {
   const ipcbus::config cfg = ipcbus::load_config_from_environment();
   BOOST_TEST(cfg.domain == "from_env");
   BOOST_TEST(cfg.source == file.string());
+  BOOST_TEST(cfg.file == file);  // what a reload re-reads
   BOOST_TEST(cfg.settings_for("a").depth == 3u);
+  BOOST_TEST(ipcbus::parse_config("domain: x\n").file.empty());  // not from a file: nothing to re-read
 }
 
 BOOST_AUTO_TEST_CASE(unset_or_empty_ipcbus_config_gives_the_defaults) {

@@ -67,9 +67,20 @@ void mq_link_state::close(bool detach) {
     // Tell the publisher at once; otherwise it would notice only once our
     // process is gone. A full attach queue gets 20 ms to make room.
     const auto m = encode_control({control_kind::detach, data_name_.link_id, data_name_.owner_pid});
-    if (::mq_send(attach_fd_, m.data(), m.size(), 0) != 0 && errno == EAGAIN) {
+    auto send = [&] {
+      int r = -1;
+      do {
+        r = ::mq_send(attach_fd_, m.data(), m.size(), 0);
+      } while (r != 0 && errno == EINTR);
+      return r == 0;
+    };
+    if (!send() && errno == EAGAIN) {
       pollfd p{attach_fd_, POLLOUT, 0};
-      if (::poll(&p, 1, 20) > 0) (void)::mq_send(attach_fd_, m.data(), m.size(), 0);
+      int ready = -1;
+      do {
+        ready = ::poll(&p, 1, 20);
+      } while (ready < 0 && errno == EINTR);
+      if (ready > 0) (void)send();
     }
   }
   ::mq_close(attach_fd_);

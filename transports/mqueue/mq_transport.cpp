@@ -132,7 +132,11 @@ class mq_transport final : public transport_backend {
     auto state = std::make_shared<mq_link_state>(io, data_fd, msgsize, data, attach_fd, target->queue,
                                                  target->domain_dir, options, std::move(callbacks));
     const auto m = encode_control({control_kind::attach, data.link_id, data.owner_pid});
-    if (::mq_send(attach_fd, m.data(), m.size(), 0) != 0) {
+    int sent = -1;
+    do {
+      sent = ::mq_send(attach_fd, m.data(), m.size(), 0);
+    } while (sent != 0 && errno == EINTR);
+    if (sent != 0) {
       // EAGAIN: many subscribers attach at once; a later scan retries.
       ec = errno == EAGAIN ? make_error_code(errc::would_block) : last_error();
       state->close(false);

@@ -136,7 +136,11 @@ std::error_code write_marker(const fs::path& marker, const std::string& ring) {
   if (fd.fd < 0) return errno_code(errno);
   if (const mode_t mode = read_only_mode_in(marker.parent_path()); mode != 0600) (void)::fchmod(fd.fd, mode);
   const std::string line = ring + "\n";
-  if (::write(fd.fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+  ssize_t n = -1;
+  do {
+    n = ::write(fd.fd, line.data(), line.size());
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(line.size())) {
     const int e = errno;
     ::unlink(marker.c_str());
     return errno_code(e ? e : EIO);

@@ -87,7 +87,11 @@ int request_wake(const std::string& ring, std::uint32_t owner_pid, const wake_re
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(cm), &event_fd, sizeof(int));
-  if (::sendmsg(fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof request)) {
+  ssize_t sent = -1;
+  do {
+    sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent != static_cast<ssize_t>(sizeof request)) {
     ec = last_error();
     ::close(fd);
     return -1;
@@ -138,6 +142,7 @@ void wake_listener::accept_next() {
 void wake_listener::accept_ready() {
   for (;;) {
     const int fd = ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0 && errno == EINTR) continue;
     if (fd < 0) return;  // EAGAIN, or an error the next readiness reports again
     if (connections_.size() >= max_connections) {
       ::close(fd);

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,7 +39,8 @@ struct bus_options {
   std::string domain;                  // overrides cfg.domain when set
   std::filesystem::path runtime_dir;   // overrides cfg.runtime_dir when set
   // Catch SIGINT/SIGTERM from construction on (for services), so a stop request
-  // that arrives during start-up is not lost; run_until_signal() then returns at once.
+  // that arrives during start-up is not lost; run_until_signal() then returns at
+  // once. SIGHUP then reloads the configuration (reload_config()).
   bool handle_signals = false;
 };
 
@@ -50,7 +52,7 @@ class Bus {
   explicit Bus(bus_options options);
   // Uses `io`, which the caller runs. The caller must keep it alive and running.
   Bus(boost::asio::io_context& io, bus_options options);
-  // shutdown() with the default drain.
+  // shutdown() with the configured drain.
   ~Bus();
   Bus(const Bus&) = delete;
   Bus& operator=(const Bus&) = delete;
@@ -108,7 +110,8 @@ class Bus {
     return ec ? Subscriber<T>{} : Subscriber<T>(std::move(core));
   }
 
-  const config& configuration() const;
+  // A copy of the configuration in force (the latest one reload_config() put in force).
+  config configuration() const;
   const std::string& domain() const;
   const std::filesystem::path& domain_directory() const;
   boost::asio::io_context& io_context();
@@ -118,17 +121,43 @@ class Bus {
   // "advertise 'a//b': empty segment ('//') is not allowed" — the reason behind ec.
   static std::string describe_failure(std::string_view what, std::string_view name, std::error_code ec);
 
-  // Blocks until SIGINT or SIGTERM arrives (or shutdown() is called from another
-  // thread), then shuts down gracefully. Returns the signal number (0 if none).
-  int run_until_signal(std::chrono::milliseconds drain = std::chrono::seconds(2));
+  // Re-reads the configuration file this bus was built from (IPCBUS_CONFIG, or
+  // the file load_config_file read) and puts it in force: publishers and
+  // subscribers created afterwards follow its rules; existing ones keep the
+  // settings they were created with. `domain` and `runtime_dir` never change
+  // (a different value in the file is logged and ignored). Blocks only on
+  // reading the file. Errors: config_error (the file is unreadable or invalid;
+  // the message names file, line and key), invalid_argument (the configuration
+  // did not come from a file), closed. On error the configuration in force
+  // stays. The outcome is logged and passed to the reload handler.
+  // SIGHUP does the same when signals are handled (handle_signals, run_until_signal).
+  void reload_config();  // throws config_error (what() says why) or std::system_error
+  void reload_config(std::error_code& ec);
 
-  // Stops discovery, drains publishers for up to `drain`, closes every
-  // publisher and subscriber, removes this process's files, stops the io thread.
-  // Idempotent; handles made by this bus report `closed` afterwards.
-  void shutdown(std::chrono::milliseconds drain = std::chrono::seconds(2));
+  // Called after every reload attempt (SIGHUP or reload_config()), on the thread
+  // that reloaded (the io thread for SIGHUP): `ec` is empty when the new
+  // configuration is in force, else the error and `message` says why. Replaces
+  // any earlier handler; an empty function removes it. Must not call reload_config().
+  void on_config_reload(std::function<void(const std::error_code& ec, const std::string& message)> handler);
+
+  // Blocks until SIGINT or SIGTERM arrives (or shutdown() is called from another
+  // thread), then shuts down gracefully. While it waits, SIGHUP reloads the
+  // configuration. Returns the signal number (0 if none). Without `drain`, the
+  // configuration's shutdown.drain_ms (2 s by default) bounds the drain.
+  int run_until_signal();
+  int run_until_signal(std::chrono::milliseconds drain);
+
+  // Stops discovery, drains publishers for up to `drain` (without it: the
+  // configuration's shutdown.drain_ms), closes every publisher and subscriber,
+  // removes this process's files, stops the io thread. Idempotent; handles
+  // made by this bus report `closed` afterwards.
+  void shutdown();
+  void shutdown(std::chrono::milliseconds drain);
 
  private:
   void start(boost::asio::io_context* external, bus_options options);
+  // Catches the signals, then blocks until a stop is requested; returns its signal (0: shutdown()).
+  int wait_for_stop();
   std::shared_ptr<detail::bus_state> state_;
   std::thread thread_;
   struct shutdown_signal;

@@ -61,6 +61,13 @@ struct security_settings {
   std::optional<std::uint32_t> group_gid;  // `group` resolved when the config was read
 };
 
+// What a stopping process does (SIGINT/SIGTERM, Bus::shutdown(), ~Bus).
+struct shutdown_settings {
+  // How long publishers may take to hand their queued frames to live
+  // subscribers before their links are closed regardless.
+  std::chrono::milliseconds drain{2000};
+};
+
 struct config {
   std::string domain = "default";
   std::filesystem::path runtime_dir;   // empty: $IPCBUS_RUNTIME_DIR, $XDG_RUNTIME_DIR/ipcbus, /tmp/ipcbus-<uid>
@@ -68,7 +75,11 @@ struct config {
   std::vector<topic_rule> topics;
   bridge_settings bridge;
   security_settings security;
+  shutdown_settings shutdown;
   std::string source = "<embedded defaults>";  // file the config came from
+  // The file it was read from (load_config_file, load_config_from_environment);
+  // empty otherwise. Bus::reload_config() re-reads it.
+  std::filesystem::path file;
 
   // The settings of the first rule whose pattern matches `topic`, else the defaults.
   // A subscription pattern is looked up as if it were a topic name.

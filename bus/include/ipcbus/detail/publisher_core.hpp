@@ -78,6 +78,7 @@ class publisher_core {
   std::string type_name_;
   std::uint64_t id_;
   topic_settings settings_;
+  security_settings security_;  // as configured when it was created: a reload does not change it
   std::unique_ptr<publisher_endpoint> endpoint_;
   std::unique_ptr<registration> registration_;
   std::unique_ptr<stats_block> stats_;

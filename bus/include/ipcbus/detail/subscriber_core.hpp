@@ -72,6 +72,7 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   std::string pattern_;
   std::string type_name_;
   topic_settings settings_;
+  security_settings security_;  // as configured when it was created: a reload does not change it
   frame_handler handler_;
   std::uint64_t id_;
   std::unique_ptr<registration> registration_;

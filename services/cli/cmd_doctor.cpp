@@ -19,6 +19,7 @@
 #include <set>
 
 #include "commands.hpp"
+#include "ipcbus/access.hpp"
 #include "ipcbus/registry.hpp"
 #include "json_text.hpp"
 #include "reclaim.hpp"
@@ -69,11 +70,15 @@ std::string octal_mode(mode_t mode) {
   return buf;
 }
 
-// The runtime directory and the domain directory: ours, 0700, usable.
-void check_directory(const fs::path& dir, const std::string& what, findings& out) {
+// The runtime directory and the domain directory: ours (or, in a domain shared
+// with a group, that group's), no access for others, usable.
+void check_directory(const fs::path& dir, const std::string& what, const security_settings& security,
+                     findings& out) {
+  const mode_t want = directory_mode(security);
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) {
-    out.push_back({severity::ok, what, dir.string(), "does not exist yet; the first Bus creates it with mode 0700", ""});
+    out.push_back({severity::ok, what, dir.string(),
+                   "does not exist yet; the first Bus creates it with mode " + octal_mode(want), ""});
     return;
   }
   if (!S_ISDIR(st.st_mode)) {
@@ -82,21 +87,32 @@ void check_directory(const fs::path& dir, const std::string& what, findings& out
     return;
   }
   const bool ours = st.st_uid == ::geteuid();
-  if (!ours) {
+  const bool group_shared = security.group_gid && st.st_gid == *security.group_gid;
+  if (!ours && !group_shared) {
     out.push_back({severity::problem, what, dir.string(),
                    "is owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid " +
                        std::to_string(::geteuid()) + "): another user controls this bus's files",
                    "chown " + std::to_string(::geteuid()) + " " + dir.string() + ", or use a runtime dir of your own"});
   }
-  if ((st.st_mode & 077) != 0) {
+  // Private: nobody else; shared with a group: the group, but nobody outside it.
+  const mode_t foreign = security.group_gid ? 007 : 077;
+  if ((st.st_mode & foreign) != 0) {
     out.push_back({severity::problem, what, dir.string(),
                    "has mode " + octal_mode(st.st_mode) + ": other users can look into or change the bus's files",
-                   "chmod 0700 " + dir.string()});
-  } else if (ours && ::access(dir.c_str(), W_OK | X_OK) != 0) {
+                   "chmod " + octal_mode(want) + " " + dir.string()});
+  } else if (security.group_gid && ours && !group_shared) {
+    out.push_back({severity::problem, what, dir.string(),
+                   "does not belong to group '" + security.group + "' (security.group): its members cannot use it",
+                   "chgrp " + security.group + " " + dir.string() + " && chmod " + octal_mode(want) + " " +
+                       dir.string()});
+  } else if ((ours || group_shared) && ::access(dir.c_str(), W_OK | X_OK) != 0) {
     out.push_back({severity::problem, what, dir.string(), "is not writable: no participant can register",
-                   "chmod u+rwx " + dir.string()});
-  } else if (ours) {
-    out.push_back({severity::ok, what, dir.string(), "is this user's, mode " + octal_mode(st.st_mode), ""});
+                   (ours ? "chmod u+rwx " : "chmod g+rwx ") + dir.string()});
+  } else if (ours || group_shared) {
+    out.push_back({severity::ok, what, dir.string(),
+                   std::string(ours ? "is this user's" : "belongs to group '" + security.group + "'") + ", mode " +
+                       octal_mode(st.st_mode),
+                   ""});
   }
 }
 
@@ -236,8 +252,8 @@ int run_doctor(const global_options& g, const doctor_options& o) {
   const fs::path runtime = cfg.resolved_runtime_dir();
   const fs::path dir = domain_dir_of(cfg);
   findings all;
-  check_directory(runtime, "runtime_dir", all);
-  check_directory(dir, "domain_dir", all);
+  check_directory(runtime, "runtime_dir", cfg.security, all);
+  check_directory(dir, "domain_dir", cfg.security, all);
   // Also without a domain directory: other domains' leftovers in /dev/shm and /dev/mqueue.
   if (o.fix) fix_leftovers(dir, all);
   std::error_code ec;
@@ -267,9 +283,9 @@ command add_doctor_command(CLI::App& root, const global_options& g) {
   CLI::App* app = root.add_subcommand("doctor", "Check the domain and the host limits; report what is wrong and how to fix it");
   app->add_flag("--fix", opts->fix, "Reclaim what dead processes left (as 'ipcbus gc' does), then check again");
   app->add_flag("--json", opts->json, "Print one JSON object per finding and line");
-  app->footer("Checks the runtime and domain directories (owner, mode 0700), registry entries of dead\n"
-              "processes (unlocked flock) and unreadable ones, shared memory of dead shm:// publishers,\n"
-              "pipe:// FIFOs nobody reads, mq:// queues of dead processes, /dev/shm free space, the\n"
+  app->footer("Checks the runtime and domain directories (owner, mode 0700; with security.group 02770 and\n"
+              "that group), registry entries of dead processes (unlocked flock) and unreadable ones,\n"
+              "shared memory of dead shm:// publishers, pipe:// FIFOs nobody reads, mq:// queues of dead processes, /dev/shm free space, the\n"
               "POSIX message queue limits and RLIMIT_NOFILE. Each finding is one line: ok, fixed,\n"
               "warning or problem, what it is about, why it matters and the fix. shm:// wake-up\n"
               "sockets are abstract: the kernel removes them with their process, so none can be left.\n"

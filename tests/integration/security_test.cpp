@@ -84,6 +84,9 @@ struct shared_runtime {
     peer = dir / "peer";
     fs::copy_file(ipcbus::test::built_program("ipcbus_test_peer"), peer);
     BOOST_REQUIRE(::chmod(peer.c_str(), 0755) == 0);
+    cli = dir / "ipcbus";
+    fs::copy_file(ipcbus::test::built_program("ipcbus"), cli);
+    BOOST_REQUIRE(::chmod(cli.c_str(), 0755) == 0);
     config = dir / "bus.yaml";
     std::ofstream(config) << "domain: shared\nruntime_dir: " << dir.string() << "\nsecurity: { group: " << group_name
                           << " }\ndefaults: { transport: " << transport << " }\n";
@@ -93,12 +96,13 @@ struct shared_runtime {
     std::error_code ec;
     fs::remove_all(dir, ec);
   }
-  child_process as(const std::string& user, std::vector<std::string> args) const {
-    std::vector<std::string> argv = {"--reuid=" + user, "--regid=users", "--init-groups", peer.string()};
+  child_process as(const std::string& user, std::vector<std::string> args, const fs::path& program = {}) const {
+    std::vector<std::string> argv = {"--reuid=" + user, "--regid=users", "--init-groups",
+                                     (program.empty() ? peer : program).string()};
     argv.insert(argv.end(), args.begin(), args.end());
     return child_process("/usr/bin/setpriv", argv);
   }
-  fs::path dir, peer, config;
+  fs::path dir, peer, cli, config;
 };
 
 // What a user outside the group gets when it tries the objects directly.
@@ -192,6 +196,15 @@ void members_share_and_the_stranger_is_kept_out(const std::string& transport) {
   const auto queues = mq_queues_of(domain);
   if (transport == "shm") BOOST_TEST(!segments.empty());
   if (transport == "mq") BOOST_TEST(!queues.empty());
+
+  // `ipcbus doctor` run by the other member finds the shared directories in order.
+  child_process doctor = rt.as(member_b, {"--config", rt.config.string(), "doctor"}, rt.cli);
+  doctor.wait(30s);
+  const std::string report = doctor.output();
+  BOOST_TEST(report.find("ok: " + domain.string() + ": belongs to group '" + group_name + "', mode 2770") !=
+                 std::string::npos,
+             report);
+  BOOST_TEST(report.find("problem: " + rt.dir.string()) == std::string::npos, report);
 
   // The stranger: its own bus cannot even enter the runtime directory...
   child_process intruder = rt.as(stranger, {"subscribe", rt.config.string(), topic, "1", "2000"});

@@ -47,10 +47,12 @@ struct fault_page {
   std::atomic<std::uint32_t> go;    // publishers: start publishing
   std::atomic<std::uint32_t> stop;  // publishers with COUNT 0: stop publishing
   std::atomic<std::uint32_t> quit;  // everyone: shut down and exit
+  std::atomic<std::uint32_t> hog;   // subscribers: 1 = take every free file descriptor, 0 = give them back
   // Written by the peer.
   std::atomic<std::uint32_t> pid;
   std::atomic<std::uint32_t> ready;  // set up (advertised / subscribed)
   std::atomic<std::uint32_t> done;   // publisher: finished publishing; counters final
+  std::atomic<std::uint32_t> hogging;  // subscriber: descriptors taken (hog acknowledged)
   std::atomic<std::uint64_t> subscribers;     // publisher: attached subscribers right now
   std::atomic<std::uint64_t> sent;            // publisher: publish calls that succeeded
   std::atomic<std::uint64_t> timed_out;       // publisher: publish calls that returned timed_out

@@ -13,6 +13,8 @@
 // sub subscribes to each PATTERN (one Subscriber each, callbacks or a pulling
 // thread each; slow: pulling, 5 ms per message) and checks every message: checksum, and order per publisher
 // number. Everything goes to the page as it happens. It runs until `quit`.
+// While `hog` is set it holds every file descriptor it can open (`hogging`
+// says how many), so that the bus itself runs out of them.
 //
 // exhaust runs a publisher on OK_TOPIC, waits for one subscriber, then uses a
 // resource up (RLIMIT_NOFILE, RLIMIT_MSGQUEUE, a 3 MiB /dev/shm of its own, or
@@ -20,6 +22,7 @@
 // the error; publishes on OK_TOPIC; gives the resource back and advertises
 // once more. Prints one line per step; exit 0 when every step went as expected,
 // 3 when the resource cannot be limited here (printed "skip: reason").
+#include <fcntl.h>
 #include <signal.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -184,10 +187,20 @@ int subscribe(int argc, char** argv) {
   };
   mirror();
   page->ready = 1;
+  std::vector<int> hogged;
   while (!page->quit) {
     mirror();
+    if (page->hog && hogged.empty()) {
+      for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hogged.push_back(fd);
+      page->hogging = static_cast<std::uint32_t>(hogged.size());
+    } else if (!page->hog && !hogged.empty()) {
+      for (const int fd : hogged) ::close(fd);
+      hogged.clear();
+      page->hogging = 0;
+    }
     std::this_thread::sleep_for(10ms);
   }
+  for (const int fd : hogged) ::close(fd);
   finished = true;
   for (auto& t : pullers) t.join();
   mirror();

@@ -579,6 +579,66 @@ void exhaust(const std::string& what, const std::string& transport) {
 
 }  // namespace fault_suite
 
+// Subscriber side: a subscriber (a child) out of file descriptors (it holds
+// every one it can open) or of queue bytes (RLIMIT_MSGQUEUE 0, set from here
+// with prlimit) when a new publisher appears: no link and no crash, its other
+// link keeps delivering; once the resource is back it attaches by itself and
+// gets everything published afterwards.
+const std::vector<std::string> subscriber_shortages = {"nofile:shm", "nofile:unix", "nofile:tcp",
+                                                       "nofile:pipe", "nofile:mq",  "msgqueue:mq"};
+
+BOOST_DATA_TEST_CASE(a_subscriber_out_of_a_resource_keeps_its_links_and_attaches_once_it_is_back,
+                     bdata::make(subscriber_shortages), shortage) {
+  const std::string what = shortage.substr(0, shortage.find(':'));
+  const std::string transport = shortage.substr(shortage.find(':') + 1);
+  scratch_domain d(what + "-sub-" + transport);
+  gc_on_exit cleanup(d.domain_dir());
+  const std::string yaml = "defaults: { transport: " + transport + ", depth: 16, publish_timeout_ms: 500 }\n"
+                           "topics:\n  - { match: \"ok/#\", transport: unix }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  auto ok = bus.advertise<Sample>("ok/data");
+  auto sub = start_subscriber(d, cfg, 0, "cb", {"ok/data", "res/#"});
+  BOOST_REQUIRE(ok.wait_for_subscribers(1, 20s));
+  auto& page = sub->p();
+  const pid_t pid = sub->process->pid();
+  const __rlimit_resource resource = what == "nofile" ? RLIMIT_NOFILE : RLIMIT_MSGQUEUE;  // glibc's type for prlimit
+  rlimit saved{};
+  BOOST_REQUIRE(::prlimit(pid, resource, nullptr, &saved) == 0);
+  // Descriptors: a lower limit first, so that taking them all is quick.
+  const rlimit short_limit{what == "nofile" ? std::min<rlim_t>(saved.rlim_cur, 512) : 0, saved.rlim_max};
+  BOOST_REQUIRE(::prlimit(pid, resource, &short_limit, nullptr) == 0);
+  if (what == "nofile") {
+    page.hog = 1;
+    BOOST_REQUIRE(eventually([&] { return page.hogging.load() > 0; }));
+  }
+
+  auto res = bus.advertise<Sample>("res/x");
+  std::this_thread::sleep_for(1500ms);  // three discovery rescans at least
+  BOOST_TEST(res.subscriber_count() == 0u, "a link was made without the resource");
+  BOOST_TEST(sub->process->running());
+  for (std::uint64_t i = 1; i <= 20; ++i) ok.publish(ipcbus::fault::make_message(1, i, 100));
+  BOOST_TEST(eventually([&] { return page.links[1].last_index.load() == 20; }), "the other link stopped");
+
+  if (what == "nofile") {
+    page.hog = 0;
+    BOOST_REQUIRE(eventually([&] { return page.hogging.load() == 0; }));
+  }
+  BOOST_REQUIRE(::prlimit(pid, resource, &saved, nullptr) == 0);
+  BOOST_REQUIRE_MESSAGE(res.wait_for_subscribers(1, 20s), "no link 20 s after the resource came back");
+  std::uint64_t errors = 0;
+  for (std::uint64_t i = 1; i <= 20; ++i) {
+    std::error_code ec;
+    res.publish(ipcbus::fault::make_message(2, i, 100), ec);
+    if (ec) ++errors;
+  }
+  BOOST_TEST(errors == 0u);
+  BOOST_TEST(eventually([&] { return page.links[2].last_index.load() == 20; }, 20s), "last " << page.links[2].last_index);
+  BOOST_TEST(page.links[2].delivered == 20u);
+  BOOST_TEST(page.corrupt == 0u);
+  quit_and_expect_clean_exit(*sub);
+}
+
 BOOST_DATA_TEST_CASE(running_out_of_file_descriptors_is_a_clear_error_and_other_topics_keep_working,
                      bdata::make(transports), transport) {
   exhaust("fd", transport);

@@ -42,8 +42,9 @@ const std::string stranger = "ipcbus-t-x";
 struct run_as_root {
   boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
     boost::test_tools::assertion_result r(::geteuid() == 0 && ::access("/usr/sbin/useradd", X_OK) == 0 &&
-                                          ::access("/usr/bin/setpriv", X_OK) == 0);
-    r.message() << "needs root, useradd and setpriv to make a second and third user";
+                                          ::access("/usr/bin/setpriv", X_OK) == 0 &&
+                                          ::access("/etc/passwd", W_OK) == 0 && ::access("/etc/group", W_OK) == 0);
+    r.message() << "needs root, useradd, setpriv and a writable /etc/passwd to make a second and third user";
     return r;
   }
 };

@@ -480,8 +480,15 @@ BOOST_AUTO_TEST_CASE(soak_of_eight_publishers_and_eight_subscribers_accounts_for
   for (std::size_t i = 0; i < everyone.size(); ++i) {
     BOOST_TEST_CONTEXT(everyone[i]->describe()) {
       BOOST_TEST(everyone[i]->process->running());
+#if defined(__SANITIZE_ADDRESS__)
+      // ASan's quarantine keeps freed memory (hundreds of MiB) out of reuse: RSS
+      // grows whatever the bus does, so the bound means something only without it.
+      BOOST_TEST_MESSAGE("RSS bound not checked under AddressSanitizer (" << after_warm_up[i] << " -> "
+                                                                          << highest[i] << " KiB)");
+#else
       BOOST_TEST(highest[i] - after_warm_up[i] <= growth_bound_kib,
                  "RSS " << after_warm_up[i] << " KiB after warm-up, up to " << highest[i] << " KiB later");
+#endif
     }
   }
   for (auto& p : pubs) p->p().stop = 1;

@@ -56,6 +56,33 @@ std::error_code share_path(const std::filesystem::path& path, const security_set
   return {};
 }
 
+bool make_directory(const std::filesystem::path& dir, const security_settings& security) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return true;
+    errno = ENOTDIR;
+    return false;
+  }
+  const std::filesystem::path tmp =
+      dir.parent_path() / ("." + dir.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
+  ::rmdir(tmp.c_str());  // left by an earlier process of this pid, if any
+  if (::mkdir(tmp.c_str(), 0700) != 0) return false;
+  if (auto ec = share_path(tmp, security, true)) {
+    ::rmdir(tmp.c_str());
+    errno = ec.value();
+    return false;
+  }
+  // Onto an existing empty directory this replaces it with an equal one; onto
+  // one in use it fails with ENOTEMPTY, and that one stays.
+  if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+    const int err = errno;
+    ::rmdir(tmp.c_str());
+    errno = err;
+    return err == EEXIST || err == ENOTEMPTY;
+  }
+  return true;
+}
+
 bool ids_allowed(uid_t uid, gid_t gid, const security_settings& security) {
   if (uid == ::geteuid() || uid == 0) return true;
   if (security.group_gid && gid == *security.group_gid) return true;

@@ -91,20 +91,18 @@ fs::path domain_dir_of(const config& cfg) { return cfg.resolved_runtime_dir() / 
 fs::path ensure_domain_dir(const config& cfg, std::error_code& ec) {
   const fs::path runtime = cfg.resolved_runtime_dir();
   const fs::path dir = runtime / cfg.domain;
-  const mode_t mode = directory_mode(cfg.security);
   for (const fs::path& p : {runtime, dir}) {
-    if (::mkdir(p.c_str(), mode) != 0 && errno != EEXIST) {
-      if (errno == ENOENT) {  // parents missing: create them, then our own levels
-        fs::create_directories(p.parent_path(), ec);
-        if (ec) return {};
-        if (::mkdir(p.c_str(), mode) == 0 || errno == EEXIST) continue;
-      }
-      ec = {errno, std::system_category()};
-      return {};
+    if (make_directory(p, cfg.security)) continue;
+    if (errno == ENOENT) {  // parents missing: create them, then our own levels
+      fs::create_directories(p.parent_path(), ec);
+      if (ec) return {};
+      if (make_directory(p, cfg.security)) continue;
     }
+    ec = {errno, std::system_category()};
+    return {};
   }
-  // The umask may have taken bits away, and a directory made earlier may
-  // have another mode: ours get exactly the configured one (and group).
+  // A directory made earlier with another mode: ours get the configured one.
+  const mode_t mode = directory_mode(cfg.security);
   for (const fs::path& p : {runtime, dir}) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;

@@ -112,7 +112,7 @@ fs::path marker_dir(const fs::path& domain_dir) { return domain_dir / "mq"; }
 
 void ensure_marker_dir(const fs::path& domain_dir, const security_settings& security) {
   const fs::path dir = marker_dir(domain_dir);
-  (void)::mkdir(dir.c_str(), directory_mode(security));  // EEXIST is fine; other errors show at the marker
+  (void)make_directory(dir, security);  // an error shows when the marker is made
   struct stat st {};
   if (::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() &&
       ((st.st_mode & 07777) != directory_mode(security) ||

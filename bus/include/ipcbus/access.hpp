@@ -38,6 +38,13 @@ std::error_code share_object(int fd, const security_settings& security);
 std::error_code share_path(const std::filesystem::path& path, const security_settings& security,
                            bool directory = false);
 
+// Creates `dir` (its parent must exist) with exactly directory_mode() and, when
+// shared, the group, or leaves an existing one alone. The directory appears
+// under its name only once it has both: it is made under a temporary name and
+// renamed, so another member never finds it with the umask's mode. Returns
+// true if it exists afterwards; errno tells why not.
+bool make_directory(const std::filesystem::path& dir, const security_settings& security);
+
 // Whether a process or object with these ids is one we talk to: our own
 // uid, root, the allowed uids and gids, and the sharing group.
 bool ids_allowed(uid_t uid, gid_t gid, const security_settings& security);

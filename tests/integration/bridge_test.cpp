@@ -1,0 +1,482 @@
+// ipcbus-bridge between buses in different domains of this host, over
+// 127.0.0.1: every bus lives in this test process (a Bus per domain), every
+// bridge is a real ipcbus-bridge process. Peers that misbehave are played by
+// raw sockets here.
+#define BOOST_TEST_MODULE bridge
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "ipcbus/registry.hpp"
+#include "ipcbus/frame_codec.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ipcbus::test::built_program;
+using ipcbus::test::child_process;
+using ipcbus::test::eventually;
+using ipcbus::test::Sample;
+using ipcbus::test::scratch_domain;
+
+// A port nobody listens on right now. The bridge binds it with SO_REUSEADDR,
+// and a restarted bridge binds the same one again.
+unsigned short free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string uri(unsigned short port) { return "tcp://127.0.0.1:" + std::to_string(port); }
+
+// Indices a subscriber received, each with how often.
+struct tally {
+  std::mutex mutex;
+  std::map<std::uint64_t, int> seen;
+  std::vector<ipcbus::MessageInfo> infos;
+  void add(const Sample& s, const ipcbus::MessageInfo& info) {
+    std::lock_guard lock(mutex);
+    ++seen[s.index()];
+    if (infos.size() < 4) infos.push_back(info);
+  }
+  int count(std::uint64_t index) {
+    std::lock_guard lock(mutex);
+    auto it = seen.find(index);
+    return it == seen.end() ? 0 : it->second;
+  }
+  bool has_any_at_or_above(std::uint64_t from) {
+    std::lock_guard lock(mutex);
+    return seen.lower_bound(from) != seen.end();
+  }
+};
+
+constexpr std::uint64_t probe_base = 1'000'000'000;
+
+// One bus (domain) of the test and its bridge.
+struct site {
+  explicit site(const std::string& name, const std::string& token = "s3cret", const std::string& exports = "[\"#\"]")
+      : domain(name + "-" + std::to_string(::getpid())), port(free_port()) {
+    config = domain.write_config("bridge: { token: \"" + token + "\", export: " + exports + " }\n");
+    bus = std::make_unique<ipcbus::Bus>(domain.options());
+  }
+  // Starts (or restarts) the bridge, dialing `peers`.
+  void start_bridge(const std::vector<unsigned short>& peers, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--config", config.string(), "--listen", uri(port), "--backoff-max-ms", "300",
+                                  "--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+    for (auto p : peers) {
+      args.push_back("--peer");
+      args.push_back(uri(p));
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    bridge.reset();
+    bridge = std::make_unique<child_process>(built_program("ipcbus-bridge"), args);
+    BOOST_REQUIRE(eventually([&] { return bridge->output().find("listening") != std::string::npos; }, 10s));
+  }
+  std::optional<ipcbus::BridgeStatus> status() const {
+    for (const auto& p : ipcbus::list_participants(domain.domain_dir()))
+      if (p.info.role() == ipcbus::ROLE_BRIDGE) return p.info.bridge();
+    return std::nullopt;
+  }
+  std::size_t links_up() const {
+    const auto s = status();
+    std::size_t n = 0;
+    if (s)
+      for (const auto& l : s->links()) n += l.state() == "up";
+    return n;
+  }
+  scratch_domain domain;
+  unsigned short port;
+  std::filesystem::path config;
+  std::unique_ptr<ipcbus::Bus> bus;
+  std::unique_ptr<child_process> bridge;
+};
+
+// Publishes probes until every tally saw one: the whole path (interest,
+// subscription, link, republisher, local subscriber) is then in place.
+void wait_until_flowing(ipcbus::Publisher<Sample>& pub, std::vector<tally*> tallies, std::uint64_t& probe) {
+  const bool ok = eventually(
+      [&] {
+        pub.publish(ipcbus::test::make_sample(probe_base + probe++, 8));
+        std::this_thread::sleep_for(20ms);
+        return std::all_of(tallies.begin(), tallies.end(), [](tally* t) { return t->has_any_at_or_above(probe_base); });
+      },
+      20s);
+  BOOST_REQUIRE_MESSAGE(ok, "no probe crossed the bridge");
+}
+
+// Publishes indices [from, to) and waits until every tally has each one.
+void send_and_expect(ipcbus::Publisher<Sample>& pub, std::vector<tally*> tallies, std::uint64_t from, std::uint64_t to) {
+  for (auto i = from; i < to; ++i) pub.publish(ipcbus::test::make_sample(i, 32));
+  for (tally* t : tallies) {
+    const bool all = eventually(
+        [&] {
+          for (auto i = from; i < to; ++i)
+            if (t->count(i) == 0) return false;
+          return true;
+        },
+        10s);
+    BOOST_TEST(all);
+  }
+}
+
+std::string status_text(const site& s) {
+  const auto st = s.status();
+  return st ? st->ShortDebugString() : "(no bridge entry)";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(messages_flow_both_ways_between_two_buses) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b, at_a;
+  auto sub_b = b.bus->subscribe<Sample>("from_a/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sub_a = a.bus->subscribe<Sample>("from_b/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("from_a/x");
+  auto pub_b = b.bus->advertise<Sample>("from_b/y");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_b}, probe);
+  wait_until_flowing(pub_b, {&at_a}, probe);
+  send_and_expect(pub_a, {&at_b}, 1, 501);
+  send_and_expect(pub_b, {&at_a}, 1, 501);
+  for (std::uint64_t i = 1; i < 501; ++i) {
+    BOOST_TEST(at_b.count(i) == 1);
+    BOOST_TEST(at_a.count(i) == 1);
+  }
+  // What crossed keeps where it entered and counts the bridge it crossed.
+  std::lock_guard lock(at_b.mutex);
+  BOOST_REQUIRE(!at_b.infos.empty());
+  BOOST_TEST(at_b.infos.front().hop_count == 1u);
+  BOOST_TEST(at_b.infos.front().origin_host != 0u);
+  BOOST_TEST(at_b.infos.front().origin_host != b.bus->state()->host_id);
+  BOOST_TEST(at_b.infos.front().origin_host == a.bus->state()->host_id);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_message_crosses_intact) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  std::mutex m;
+  std::vector<Sample> got;
+  auto sub = b.bus->subscribe<Sample>("big", [&](const Sample& s, const ipcbus::MessageInfo&) {
+    std::lock_guard lock(m);
+    got.push_back(s);
+  });
+  auto pub = a.bus->advertise<Sample>("big");
+  BOOST_REQUIRE(eventually([&] {
+    pub.publish(ipcbus::test::make_sample(7, 2 << 20));
+    std::this_thread::sleep_for(50ms);
+    std::lock_guard lock(m);
+    return !got.empty();
+  }, 20s));
+  std::lock_guard lock(m);
+  BOOST_TEST(ipcbus::test::sample_matches_index(got.front()));
+}
+
+BOOST_AUTO_TEST_CASE(nothing_is_subscribed_or_sent_that_no_peer_wants) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1 && b.links_up() == 1; }, 10s));
+  auto pub = a.bus->advertise<Sample>("quiet/x");
+  std::this_thread::sleep_for(700ms);
+  // No subscriber on b: a's bridge does not even subscribe locally.
+  BOOST_TEST(pub.subscriber_count() == 0u);
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("quiet/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 1; }, 10s));
+  sub.close();
+  // The interest goes away with the subscriber, and so does the bridge's subscription.
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 0; }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(topics_that_are_not_exported_stay_on_their_bus) {
+  site a("a", "s3cret", "[\"public/#\"]"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally pub_seen, priv_seen;
+  auto s1 = b.bus->subscribe<Sample>("public/x", [&](const Sample& s, const ipcbus::MessageInfo& i) { pub_seen.add(s, i); });
+  auto s2 = b.bus->subscribe<Sample>("private/x", [&](const Sample& s, const ipcbus::MessageInfo& i) { priv_seen.add(s, i); });
+  auto public_pub = a.bus->advertise<Sample>("public/x");
+  auto private_pub = a.bus->advertise<Sample>("private/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(public_pub, {&pub_seen}, probe);
+  for (int i = 0; i < 50; ++i) private_pub.publish(ipcbus::test::make_sample(i, 8));
+  std::this_thread::sleep_for(500ms);
+  BOOST_TEST(priv_seen.seen.empty());
+  BOOST_TEST(private_pub.subscriber_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("k/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("k/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 101);
+  // The dialing side first, then the listening side: each is restarted and
+  // the link comes back either way.
+  b.bridge->signal(SIGKILL);
+  b.bridge->wait(5s);
+  b.start_bridge({a.port});
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 101, 201);
+  a.bridge->signal(SIGKILL);
+  a.bridge->wait(5s);
+  a.start_bridge({});
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 201, 301);
+  const auto st = b.status();
+  BOOST_REQUIRE(st.has_value());
+  BOOST_REQUIRE(st->links_size() == 1);
+  BOOST_TEST(st->links(0).reconnects() >= 1u, status_text(b));
+}
+
+BOOST_AUTO_TEST_CASE(a_cut_link_is_noticed_and_reconnects) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("c/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("c/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // A frozen peer says nothing: after the link timeout a's side gives up on it.
+  a.bridge->signal(SIGSTOP);
+  BOOST_TEST(eventually([&] { return b.links_up() == 0; }, 10s), status_text(b));
+  a.bridge->signal(SIGCONT);
+  BOOST_TEST(eventually([&] { return b.links_up() == 1 && a.links_up() == 1; }, 10s), status_text(b));
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 101);
+}
+
+BOOST_AUTO_TEST_CASE(a_triangle_delivers_each_message_exactly_once) {
+  site a("a"), b("b"), c("c");
+  // Every bus dials every other one: each pair ends up with one link.
+  a.start_bridge({b.port, c.port});
+  b.start_bridge({a.port, c.port});
+  c.start_bridge({a.port, b.port});
+  tally at_a, at_b, at_c;
+  auto sa = a.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto sb = b.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sc = c.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("t/a");
+  auto pub_b = b.bus->advertise<Sample>("t/b");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_b, &at_c}, probe);
+  wait_until_flowing(pub_b, {&at_a, &at_c}, probe);
+  BOOST_TEST(eventually([&] { return a.links_up() == 2 && b.links_up() == 2 && c.links_up() == 2; }, 10s));
+  send_and_expect(pub_a, {&at_a, &at_b, &at_c}, 1, 301);
+  send_and_expect(pub_b, {&at_a, &at_b, &at_c}, 1001, 1301);
+  std::this_thread::sleep_for(500ms);  // time for any duplicate to arrive
+  for (tally* t : {&at_a, &at_b, &at_c}) {
+    for (std::uint64_t i = 1; i < 301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+    for (std::uint64_t i = 1001; i < 1301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_peer_with_the_wrong_token_is_refused_and_the_others_keep_working) {
+  site a("a"), b("b"), intruder("x", "not-the-token");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  intruder.start_bridge({a.port});
+  tally at_b, at_x;
+  auto sub = b.bus->subscribe<Sample>("w/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sub_x = intruder.bus->subscribe<Sample>("w/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_x.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("w/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // The intruder is told why.
+  BOOST_TEST(eventually([&] {
+    const auto st = intruder.status();
+    return st && st->links_size() == 1 && st->links(0).last_error().find("wrong token") != std::string::npos;
+  }, 10s), status_text(intruder));
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->refused() >= 1; }, 10s));
+  send_and_expect(pub, {&at_b}, 1, 201);
+  BOOST_TEST(at_x.seen.empty());
+}
+
+namespace {
+
+// A raw TCP connection to a bridge, playing a misbehaving peer.
+struct raw_peer {
+  explicit raw_peer(unsigned short port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~raw_peer() { ::close(fd); }
+  void send(const std::string& bytes) { (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  // Reads until the bridge closes the connection (or 5 s pass); returns all it sent.
+  std::string read_until_closed() {
+    std::string all;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed = n == 0 || errno == ECONNRESET;
+        return all;
+      }
+      all.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  int fd;
+  bool closed = false;
+};
+
+std::string delimited(const ipcbus::BridgeRecord& r) {
+  std::string body = r.SerializeAsString();
+  std::string out;
+  auto v = static_cast<std::uint32_t>(body.size());
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out + body;
+}
+
+// The records in a stream of delimited records (as far as they are whole).
+std::vector<ipcbus::BridgeRecord> records_in(const std::string& bytes) {
+  std::vector<ipcbus::BridgeRecord> out;
+  std::string_view rest = bytes;
+  for (;;) {
+    std::uint32_t len = 0;
+    std::size_t prefix = 0;
+    if (ipcbus::read_length_prefix(rest, len, prefix) != ipcbus::prefix_status::complete) break;
+    if (rest.size() < prefix + len) break;
+    ipcbus::BridgeRecord r;
+    if (!r.ParseFromArray(rest.data() + prefix, static_cast<int>(len))) break;
+    out.push_back(r);
+    rest.remove_prefix(prefix + len);
+  }
+  return out;
+}
+
+ipcbus::BridgeRecord hello(std::uint32_t version, const std::string& token) {
+  ipcbus::BridgeRecord r;
+  r.mutable_hello()->set_version(version);
+  r.mutable_hello()->set_token(token);
+  r.mutable_hello()->set_bus_id(0x1234);
+  r.mutable_hello()->set_name("raw@test");
+  return r;
+}
+
+std::string refusal_in(const std::string& bytes) {
+  for (const auto& r : records_in(bytes))
+    if (r.has_refusal()) return r.refusal().reason();
+  return {};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(garbage_and_oversized_records_are_refused_and_the_others_keep_working) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("g/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("g/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  {
+    raw_peer p(a.port);  // a varint that never ends
+    p.send(std::string(16, '\xff'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    raw_peer p(a.port);  // a 4 GiB record: refused on its length, nothing allocated for it
+    p.send(std::string("\xff\xff\xff\xff\x0f", 5) + std::string(100, 'x'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    raw_peer p(a.port);  // a length that fits, then bytes that are no record
+    p.send(std::string("\x05", 1) + std::string(5, '\xff'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    // Past the hello, a data record for a topic never announced.
+    raw_peer p(a.port);
+    p.send(delimited(hello(1u, "s3cret")));
+    ipcbus::BridgeRecord d;
+    d.mutable_data()->set_topic_id(99);
+    d.mutable_data()->set_frame("junk");
+    p.send(delimited(d));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() >= 3; }, 10s), status_text(a));
+  send_and_expect(pub, {&at_b}, 1, 201);
+}
+
+BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
+  site a("a");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);
+    p.send(delimited(hello(99, "s3cret")));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(p.closed);
+    BOOST_TEST(why.find("protocol version 99") != std::string::npos, why);
+  }
+  {
+    raw_peer p(a.port);
+    p.send(delimited(hello(1u, "guess")));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why.find("wrong token") != std::string::npos, why);
+  }
+  {
+    raw_peer p(a.port);  // anything before a hello
+    ipcbus::BridgeRecord r;
+    r.mutable_interest()->add_patterns("#");
+    p.send(delimited(r));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why.find("hello") != std::string::npos, why);
+  }
+  {
+    raw_peer p(a.port);  // a stranger that says nothing is let go after the link timeout
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
+  site a("a");
+  child_process p(built_program("ipcbus-bridge"),
+                  {"--config", a.config.string(), "--peer", "udp://nowhere", "--no-listen"});
+  const int status = p.wait(10s);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+  child_process q(built_program("ipcbus-bridge"), {"--config", a.config.string(), "--no-listen"});
+  const int qs = q.wait(10s);
+  BOOST_TEST((WIFEXITED(qs) && WEXITSTATUS(qs) == 2));
+}

@@ -563,6 +563,7 @@ void bridge::publish_status() {
   last_status_time_ = now;
   std::error_code ec;
   registration_->update(entry_, ec);
+  if (ec) log_line(log_level::warn, "bridge: cannot update the status in the registry: " + ec.message());
 }
 
 }  // namespace ipcbus::bridge

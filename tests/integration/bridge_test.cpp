@@ -485,3 +485,76 @@ BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
   const int qs = q.wait(10s);
   BOOST_TEST((WIFEXITED(qs) && WEXITSTATUS(qs) == 2));
 }
+
+namespace {
+
+// A CA, and certificates it signed for two bridges, plus one from another CA.
+struct test_pki {
+  explicit test_pki(const std::filesystem::path& dir) : dir(dir) {
+    const std::string d = dir.string();
+    const std::string script =
+        "set -e; cd '" + d + "';"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem;"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem;"
+        "for n in a b; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=$n -keyout $n.key -out $n.csr;"
+        " openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out $n.pem; done;"
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=rogue -keyout rogue.key -out rogue.csr;"
+        "openssl x509 -req -in rogue.csr -CA other.pem -CAkey other.key -CAcreateserial -days 2 -out rogue.pem";
+    child_process p("/bin/sh", {"-c", "(" + script + ") >/dev/null 2>&1"});
+    const int status = p.wait(60s);
+    ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  std::vector<std::string> flags(const std::string& name, const std::string& ca = "ca") const {
+    return {"--tls-cert", (dir / (name + ".pem")).string(), "--tls-key", (dir / (name + ".key")).string(),
+            "--tls-ca", (dir / (ca + ".pem")).string()};
+  }
+  std::filesystem::path dir;
+  bool ok = false;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(tls_links_carry_messages_and_refuse_certificates_of_another_ca) {
+  site a("a"), b("b"), rogue("r"), plain("p");
+  test_pki pki(a.domain.runtime_dir());
+  BOOST_REQUIRE_MESSAGE(pki.ok, "openssl could not make the test certificates");
+  a.start_bridge({}, pki.flags("a"));
+  b.start_bridge({a.port}, pki.flags("b"));
+  rogue.start_bridge({a.port}, pki.flags("rogue", "other"));  // trusts only its own CA, and a does not trust it
+  plain.start_bridge({a.port});
+  tally at_b, at_rogue, at_plain;
+  auto sb = b.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sr = rogue.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_rogue.add(s, i); });
+  auto sp = plain.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_plain.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("tls/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 201);
+  BOOST_TEST(eventually([&] {
+    const auto st = rogue.status();
+    return st && st->links_size() == 1 && st->links(0).last_error().find("TLS") != std::string::npos;
+  }, 10s), status_text(rogue));
+  BOOST_TEST(eventually([&] {
+    const auto st = plain.status();
+    return st && st->links_size() == 1 && !st->links(0).last_error().empty() && st->links(0).state() != "up";
+  }, 10s), status_text(plain));
+  BOOST_TEST(at_rogue.seen.empty());
+  BOOST_TEST(at_plain.seen.empty());
+  BOOST_TEST(a.links_up() == 1u, status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(ipcbus_list_and_stats_show_the_bridge_and_its_links) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  BOOST_REQUIRE(eventually([&] { return b.links_up() == 1; }, 10s));
+  child_process list(built_program("ipcbus"), {"--config", b.config.string(), "list"});
+  list.wait(20s);
+  BOOST_TEST(list.output().find("bridge") != std::string::npos, list.output());
+  child_process stats(built_program("ipcbus"), {"--config", b.config.string(), "stats", "--interval", "0.1"});
+  stats.wait(20s);
+  const std::string out = stats.output();
+  BOOST_TEST(out.find(uri(a.port)) != std::string::npos, out);
+  BOOST_TEST(out.find(" up ") != std::string::npos, out);
+  BOOST_TEST(out.find("RECONNECTS") != std::string::npos, out);
+}

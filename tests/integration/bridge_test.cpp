@@ -80,7 +80,11 @@ struct site {
   // Starts (or restarts) the bridge, dialing `peers`.
   void start_bridge(const std::vector<unsigned short>& peers, std::vector<std::string> extra = {}) {
     std::vector<std::string> args{"--config", config.string(), "--listen", uri(port), "--backoff-max-ms", "300",
-                                  "--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+                                  "--heartbeat-ms", "200"};
+    if (std::find(extra.begin(), extra.end(), "--link-timeout-ms") == extra.end()) {
+      args.push_back("--link-timeout-ms");
+      args.push_back("1000");
+    }
     for (auto p : peers) {
       args.push_back("--peer");
       args.push_back(uri(p));
@@ -227,6 +231,44 @@ BOOST_AUTO_TEST_CASE(topics_that_are_not_exported_stay_on_their_bus) {
   std::this_thread::sleep_for(500ms);
   BOOST_TEST(priv_seen.seen.empty());
   BOOST_TEST(private_pub.subscriber_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_full_link_queue_drops_by_the_topics_policy_and_counts_every_drop) {
+  // drop_newest on the sending bus; the receiving bus's rules do not matter here.
+  site a("a"), b("b");
+  a.config = a.domain.write_config(
+      "topics: [ { match: \"d/#\", qos: drop_newest } ]\nbridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.start_bridge({}, {"--queue-bytes", "20000", "--link-timeout-ms", "30000"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options("topics: [ { match: \"d/#\", qos: drop_newest } ]\n"));
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("d/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("d/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // A frozen receiver: the kernel's socket buffers fill, then the link's queue, then drops.
+  b.bridge->signal(SIGSTOP);
+  const std::uint64_t published = 20000;
+  for (std::uint64_t i = 1; i <= published; ++i) pub.publish(ipcbus::test::make_sample(i, 1024));
+  std::this_thread::sleep_for(300ms);
+  b.bridge->signal(SIGCONT);
+  const auto received = [&] {
+    std::lock_guard lock(at_b.mutex);
+    return static_cast<std::uint64_t>(std::count_if(at_b.seen.begin(), at_b.seen.end(),
+                                                    [](const auto& e) { return e.first <= 20000; }));
+  };
+  const auto link_dropped = [&]() -> std::uint64_t {
+    const auto st = a.status();
+    return st && st->links_size() == 1 ? st->links(0).dropped() : 0;
+  };
+  // Everything that was not dropped arrives; what did not arrive was counted,
+  // on the link (its queue) or by the publisher (the bridge's local subscription fell behind).
+  const bool balanced = eventually([&] {
+    return received() + link_dropped() + pub.counters().dropped == published;
+  }, 20s);
+  BOOST_TEST(balanced, "received " << received() << " + link dropped " << link_dropped() << " + publisher dropped "
+                                   << pub.counters().dropped << " != " << published);
+  BOOST_TEST(link_dropped() > 0u, status_text(a));
 }
 
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {

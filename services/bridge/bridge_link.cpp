@@ -38,7 +38,7 @@ void link::with_stream(F&& f) {
 void link::start() {
   boost::system::error_code ec;
   stream_.next_layer().set_option(tcp::no_delay(true), ec);  // frames go out when written, not 40 ms later
-  last_heard_ = std::chrono::steady_clock::now();
+  last_heard_ = started_ = std::chrono::steady_clock::now();
   arm_heartbeat();
   if (!tls_) {
     send_hello();
@@ -269,7 +269,10 @@ void link::arm_heartbeat() {
   heartbeat_.expires_after(limits_.heartbeat);
   heartbeat_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->state_ == state::closed) return;
-    const auto quiet = std::chrono::steady_clock::now() - self->last_heard_;
+    const auto now = std::chrono::steady_clock::now();
+    // Before the hello the deadline counts from the connect, not from the last
+    // byte: a peer trickling a byte at a time must not hold a slot for ever.
+    const auto quiet = now - (self->state_ == state::up ? self->last_heard_ : self->started_);
     if (quiet > self->limits_.timeout) {
       return self->close(std::string(self->state_ == state::up ? "nothing heard from the peer" : "no hello") +
                          " for " +

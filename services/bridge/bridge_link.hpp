@@ -149,6 +149,7 @@ class link : public std::enable_shared_from_this<link> {
   std::array<char, 64 * 1024> read_buffer_{};
   boost::asio::steady_timer heartbeat_;
   std::chrono::steady_clock::time_point last_heard_;
+  std::chrono::steady_clock::time_point started_;
 
   mutable std::mutex mutex_;  // guards the queue and the topic ids
   std::condition_variable room_;

@@ -53,14 +53,6 @@ std::optional<tcp::endpoint> resolve(asio::io_context& io, const std::string& ur
   return results.begin()->endpoint();
 }
 
-// Token comparison in time independent of where the strings differ.
-bool same_secret(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < std::max(a.size(), b.size()); ++i)
-    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
-}
-
 bool matches_any(const std::vector<std::string>& patterns, const std::string& topic) {
   return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return topic_matches(p, topic); });
 }
@@ -90,7 +82,6 @@ bridge::bridge(asio::io_context& io, Bus& bus, bridge_options options)
       acceptor_(io),
       rescan_timer_(io) {
   hello_.set_version(protocol_version);
-  hello_.set_token(options_.token);
   hello_.set_bus_id(bus_id_);
   hello_.set_name(bus.domain() + "@" + bus.state()->host);
 }
@@ -230,16 +221,12 @@ void bridge::accept() {
 std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const std::string& peer,
                                         std::shared_ptr<link_counters> counters) {
   link::hooks h;
-  h.check_hello = [this](link& l, const BridgeHello& hello) {
-    std::string why = check_hello(l, hello);
-    if (!why.empty()) ++refused_;
-    return why;
-  };
+  h.check_hello = [this](link& l, const BridgeHello& hello) { return check_hello(l, hello); };
   h.on_up = [this](const std::shared_ptr<link>& l) { on_up(l); };
   h.on_record = [this](const std::shared_ptr<link>& l, BridgeRecord& r) { on_record(l, r); };
   h.on_closed = [this](const std::shared_ptr<link>& l) { on_closed(l); };
   auto l = std::make_shared<link>(io_, tls_stream(std::move(socket), tls_context_), tls_, dialed, peer, hello_,
-                                  options_.limits, std::move(counters), std::move(h));
+                                  options_.token, options_.limits, std::move(counters), std::move(h));
   links_.push_back(l);
   return l;
 }
@@ -286,10 +273,7 @@ void bridge::retry_later(dialer& d) {
 }
 
 std::string bridge::check_hello(link& l, const BridgeHello& hello) {
-  if (hello.version() != protocol_version)
-    return "protocol version " + std::to_string(hello.version()) + " is not supported (this bridge speaks " +
-           std::to_string(protocol_version) + ")";
-  if (!same_secret(hello.token(), options_.token)) return "wrong token";
+  // The link checked the version and the proof of the token already.
   if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + hello.name() + ")";
   for (auto& d : dialers_)
     if (d->current.get() == &l) {
@@ -330,6 +314,7 @@ void bridge::on_up(const std::shared_ptr<link>& l) {
 
 void bridge::on_closed(const std::shared_ptr<link>& l) {
   std::erase(links_, l);
+  if (l->refused_handshake()) ++refused_;  // wrong version or token, a duplicate, no hello first
   if (l->malformed()) {
     ++bad_records_;
     if (!l->was_up()) ++refused_;  // garbage instead of a hello

@@ -12,13 +12,14 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 link::link(asio::io_context& io, tls_stream stream, bool tls, bool dialed, std::string peer, BridgeHello own_hello,
-           link_limits limits, std::shared_ptr<link_counters> counters, hooks h)
+           std::string token, link_limits limits, std::shared_ptr<link_counters> counters, hooks h)
     : io_(io),
       stream_(std::move(stream)),
       tls_(tls),
       dialed_(dialed),
       peer_(std::move(peer)),
       own_hello_(std::move(own_hello)),
+      token_(std::move(token)),
       limits_(limits),
       counters_(std::move(counters)),
       hooks_(std::move(h)),
@@ -56,8 +57,15 @@ void link::start() {
 }
 
 void link::send_hello() {
+  own_hello_.set_nonce(make_nonce());  // fresh for every connection: an old proof proves nothing
   BridgeRecord r;
   *r.mutable_hello() = own_hello_;
+  push_control(r);
+}
+
+void link::send_proof() {
+  BridgeRecord r;
+  r.mutable_auth()->set_proof(auth_proof(token_, peer_hello_.nonce(), own_hello_.bus_id()));
   push_control(r);
 }
 
@@ -89,11 +97,27 @@ void link::handle(BridgeRecord& r) {
   auto self = shared_from_this();
   if (state_ == state::handshaking) {
     if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
-    if (!r.has_hello()) return refuse("expected a hello first");
-    peer_bus_ = r.hello().bus_id();
-    peer_name_ = r.hello().name().substr(0, 200);
-    const std::string why = hooks_.check_hello(*this, r.hello());
+    if (!got_hello_) {
+      if (!r.has_hello()) return refuse("expected a hello first");
+      peer_bus_ = r.hello().bus_id();
+      peer_name_ = r.hello().name().substr(0, 200);
+      if (r.hello().version() != protocol_version)
+        return refuse("protocol version " + std::to_string(r.hello().version()) +
+                      " is not supported (this bridge speaks " + std::to_string(protocol_version) + ")");
+      if (r.hello().nonce().size() != nonce_size) return refuse("a hello without a proper nonce");
+      peer_hello_ = r.hello();
+      got_hello_ = true;
+      // The dialer proves first. The accepting side proves nothing to a
+      // stranger: its proof goes out only once the dialer's checked out.
+      if (dialed_) send_proof();
+      return;
+    }
+    if (!r.has_auth()) return refuse("expected the proof of the token");
+    if (!proof_matches(auth_proof(token_, own_hello_.nonce(), peer_bus_), r.auth().proof()))
+      return refuse("wrong token");
+    const std::string why = hooks_.check_hello(*this, peer_hello_);
     if (!why.empty()) return refuse(why);
+    if (!dialed_) send_proof();
     reader_.set_limit(limits_.max_record);
     state_ = state::up;
     was_up_ = true;
@@ -102,7 +126,7 @@ void link::handle(BridgeRecord& r) {
   }
   if (r.has_ping()) return;
   if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
-  if (r.has_hello()) return refuse("a second hello");
+  if (r.has_hello() || r.has_auth()) return refuse("a second hello");
   if (r.has_data()) counters_->received.fetch_add(1, std::memory_order_relaxed);
   hooks_.on_record(self, r);
 }
@@ -131,6 +155,7 @@ void link::refuse(const std::string& why) {
   r.mutable_refusal()->set_reason(why);
   push_control(r);
   close_reason_ = why;
+  if (!was_up_) refused_handshake_ = true;
   close_after_flush_ = true;
   state_ = state::handshaking;  // no data is queued for it any more
 }

@@ -1,7 +1,9 @@
 // One TCP connection between two ipcbus-bridge processes (optionally TLS).
 //
-// A link says hello, checks the peer's hello through the bridge (version,
-// token, duplicates), then carries records both ways: interest, topic
+// A link says hello (version, bus id, a fresh nonce; never the token), then
+// proves it knows the token with an HMAC over the peer's nonce: the dialer
+// first, the accepting side only once the dialer's proof checked out. It then
+// asks the bridge (duplicates, itself) and carries records both ways: interest, topic
 // announcements, data and pings. Outgoing records wait in a bounded queue
 // that the topic's QoS governs (see push_data); the writer sends everything
 // queued in one write (batching), on a socket with TCP_NODELAY.
@@ -64,7 +66,8 @@ using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 class link : public std::enable_shared_from_this<link> {
  public:
   struct hooks {
-    // The peer's hello: an empty string accepts it, else the reason to refuse.
+    // The peer's hello, once its version and proof of the token checked out:
+    // an empty string accepts it, else the reason to refuse.
     std::function<std::string(link&, const BridgeHello&)> check_hello;
     std::function<void(const std::shared_ptr<link>&)> on_up;
     std::function<void(const std::shared_ptr<link>&, BridgeRecord&)> on_record;
@@ -74,7 +77,7 @@ class link : public std::enable_shared_from_this<link> {
 
   // `tls` false: the stream's TCP socket is used as it is.
   link(boost::asio::io_context& io, tls_stream stream, bool tls, bool dialed, std::string peer,
-       BridgeHello own_hello, link_limits limits, std::shared_ptr<link_counters> counters, hooks h);
+       BridgeHello own_hello, std::string token, link_limits limits, std::shared_ptr<link_counters> counters, hooks h);
   ~link();
 
   void start();
@@ -102,6 +105,8 @@ class link : public std::enable_shared_from_this<link> {
   // The peer sent bytes that are not records (or too large ones).
   bool malformed() const { return malformed_; }
   bool was_up() const { return was_up_; }
+  // This side refused the peer during the handshake (version, token, duplicate, ...).
+  bool refused_handshake() const { return refused_handshake_; }
   link_counters& counters() { return *counters_; }
   std::size_t queued_bytes() const;
 
@@ -120,6 +125,7 @@ class link : public std::enable_shared_from_this<link> {
   };
   template <class F> void with_stream(F&& f);
   void send_hello();
+  void send_proof();
   void read();
   void handle(BridgeRecord& record);
   void kick();  // io thread: write what is queued
@@ -132,7 +138,10 @@ class link : public std::enable_shared_from_this<link> {
   bool tls_;
   bool dialed_;
   std::string peer_;
-  BridgeHello own_hello_;
+  BridgeHello own_hello_;  // with this link's nonce
+  std::string token_;
+  BridgeHello peer_hello_;
+  bool got_hello_ = false;  // handshaking: the peer's hello came, its proof is awaited
   link_limits limits_;
   std::shared_ptr<link_counters> counters_;
   hooks hooks_;
@@ -143,6 +152,7 @@ class link : public std::enable_shared_from_this<link> {
   bool close_after_flush_ = false;
   bool malformed_ = false;
   bool was_up_ = false;
+  bool refused_handshake_ = false;
 
   record_reader reader_;
   BridgeRecord record_;  // parsed into again and again

@@ -1,6 +1,15 @@
 #include "bridge_wire.hpp"
 
+#include <sys/random.h>
+
+#include <cerrno>
 #include <cstring>
+#include <random>
+#include <stdexcept>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "ipcbus/frame_codec.hpp"
 
@@ -56,6 +65,37 @@ bool record_reader::next(BridgeRecord& out) {
     consumed_ = 0;
   }
   return true;
+}
+
+std::string make_nonce() {
+  std::string nonce(nonce_size, '\0');
+  std::size_t got = 0;
+  while (got < nonce.size()) {
+    const ssize_t n = ::getrandom(nonce.data() + got, nonce.size() - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      std::random_device rd;  // no getrandom (old kernel): libstdc++ reads /dev/urandom
+      for (; got < nonce.size(); ++got) nonce[got] = static_cast<char>(rd() & 0xff);
+    }
+  }
+  return nonce;
+}
+
+std::string auth_proof(std::string_view token, std::string_view nonce, std::uint64_t bus_id) {
+  std::string message(nonce);
+  for (int i = 0; i < 8; ++i) message.push_back(static_cast<char>((bus_id >> (8 * i)) & 0xff));
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()),
+            reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
+    throw std::runtime_error("HMAC-SHA256 failed");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+bool proof_matches(std::string_view expected, std::string_view received) {
+  if (expected.empty() || expected.size() != received.size()) return false;  // the length is no secret
+  return CRYPTO_memcmp(expected.data(), received.data(), expected.size()) == 0;
 }
 
 void append_record(const BridgeRecord& record, std::string& out) {

@@ -19,7 +19,9 @@
 
 namespace ipcbus::bridge {
 
-inline constexpr std::uint32_t protocol_version = 1;
+// 2: the hello carries a nonce instead of the token, and a BridgeAuth follows.
+inline constexpr std::uint32_t protocol_version = 2;
+inline constexpr std::size_t nonce_size = 32;
 
 class record_reader {
  public:
@@ -47,6 +49,14 @@ class record_reader {
   std::size_t consumed_ = 0;
   std::string error_;
 };
+
+// nonce_size random bytes from the kernel (getrandom, i.e. /dev/urandom's pool).
+std::string make_nonce();
+// HMAC-SHA256(token, nonce || bus_id as 8 bytes little-endian): what a side
+// sends to prove it knows the token, `nonce` being the other side's.
+std::string auth_proof(std::string_view token, std::string_view nonce, std::uint64_t bus_id);
+// Compares a received proof with the expected one in constant time (CRYPTO_memcmp).
+bool proof_matches(std::string_view expected, std::string_view received);
 
 // Appends the varint32 length and `record` to `out`.
 void append_record(const BridgeRecord& record, std::string& out);

@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "bridge_wire.hpp"
 #include "ipcbus/registry.hpp"
 #include "ipcbus/frame_codec.hpp"
 #include "test_support.hpp"
@@ -381,6 +382,22 @@ struct raw_peer {
   }
   ~raw_peer() { ::close(fd); }
   void send(const std::string& bytes) { (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  // Reads for `how_long` (or until the bridge closes); returns all it sent.
+  std::string read_for(std::chrono::milliseconds how_long) {
+    std::string all;
+    char buf[4096];
+    const auto end = std::chrono::steady_clock::now() + how_long;
+    timeval tv{0, 50'000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (std::chrono::steady_clock::now() < end) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+      if (n > 0) all.append(buf, static_cast<std::size_t>(n));
+    }
+    timeval back{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &back, sizeof back);
+    return all;
+  }
   // Reads until the bridge closes the connection (or 5 s pass); returns all it sent.
   std::string read_until_closed() {
     std::string all;
@@ -427,13 +444,38 @@ std::vector<ipcbus::BridgeRecord> records_in(const std::string& bytes) {
   return out;
 }
 
-ipcbus::BridgeRecord hello(std::uint32_t version, const std::string& token) {
+constexpr std::uint64_t raw_bus = 0x1234;
+const std::string raw_nonce(ipcbus::bridge::nonce_size, 'n');
+
+ipcbus::BridgeRecord hello(std::uint32_t version = ipcbus::bridge::protocol_version) {
   ipcbus::BridgeRecord r;
   r.mutable_hello()->set_version(version);
-  r.mutable_hello()->set_token(token);
-  r.mutable_hello()->set_bus_id(0x1234);
+  r.mutable_hello()->set_bus_id(raw_bus);
   r.mutable_hello()->set_name("raw@test");
+  r.mutable_hello()->set_nonce(raw_nonce);
   return r;
+}
+
+ipcbus::BridgeRecord proof(const std::string& token, const std::string& peer_nonce) {
+  ipcbus::BridgeRecord r;
+  r.mutable_auth()->set_proof(ipcbus::bridge::auth_proof(token, peer_nonce, raw_bus));
+  return r;
+}
+
+// Dials like a bridge: hello, the bridge's hello, then a proof made with `token`.
+void raw_handshake(raw_peer& p, const std::string& token) {
+  p.send(delimited(hello()));
+  std::string got;
+  std::string nonce;
+  char buf[4096];
+  while (nonce.empty()) {
+    const ssize_t n = ::recv(p.fd, buf, sizeof buf, 0);
+    BOOST_REQUIRE_MESSAGE(n > 0, "the bridge sent no hello");
+    got.append(buf, static_cast<std::size_t>(n));
+    for (const auto& r : records_in(got))
+      if (r.has_hello()) nonce = r.hello().nonce();
+  }
+  p.send(delimited(proof(token, nonce)));
 }
 
 std::string refusal_in(const std::string& bytes) {
@@ -474,7 +516,7 @@ BOOST_AUTO_TEST_CASE(garbage_and_oversized_records_are_refused_and_the_others_ke
   {
     // Past the hello, a data record for a topic never announced.
     raw_peer p(a.port);
-    p.send(delimited(hello(1u, "s3cret")));
+    raw_handshake(p, "s3cret");
     ipcbus::BridgeRecord d;
     d.mutable_data()->set_topic_id(99);
     d.mutable_data()->set_frame("junk");
@@ -491,16 +533,25 @@ BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
   a.start_bridge({});
   {
     raw_peer p(a.port);
-    p.send(delimited(hello(99, "s3cret")));
+    p.send(delimited(hello(99)));
     const std::string why = refusal_in(p.read_until_closed());
     BOOST_TEST(p.closed);
     BOOST_TEST(why.find("protocol version 99") != std::string::npos, why);
   }
   {
     raw_peer p(a.port);
-    p.send(delimited(hello(1u, "guess")));
+    raw_handshake(p, "guess");
     const std::string why = refusal_in(p.read_until_closed());
-    BOOST_TEST(why.find("wrong token") != std::string::npos, why);
+    BOOST_TEST(why == "wrong token", why);
+  }
+  {
+    raw_peer p(a.port);  // a made-up proof
+    p.send(delimited(hello()));
+    ipcbus::BridgeRecord r;
+    r.mutable_auth()->set_proof(std::string(32, '\0'));
+    p.send(delimited(r));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why == "wrong token", why);
   }
   {
     raw_peer p(a.port);  // anything before a hello
@@ -514,6 +565,24 @@ BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
     raw_peer p(a.port);  // a stranger that says nothing is let go after the link timeout
     p.read_until_closed();
     BOOST_TEST(p.closed);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(the_token_never_crosses_the_wire) {
+  site a("a", "tok-9f3a-secret");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);  // a stranger that says nothing
+    const std::string got = p.read_for(1000ms);
+    BOOST_TEST(!got.empty(), "the bridge sent no hello");
+    BOOST_TEST(got.find("tok-9f3a-secret") == std::string::npos);
+  }
+  {
+    raw_peer p(a.port);  // a stranger that says a proper hello: the bridge proves nothing to it
+    p.send(delimited(hello()));
+    const std::string got = p.read_for(1000ms);
+    BOOST_TEST(got.find("tok-9f3a-secret") == std::string::npos);
+    for (const auto& r : records_in(got)) BOOST_TEST(!r.has_auth(), "the accepting side proved the token to a stranger");
   }
 }
 

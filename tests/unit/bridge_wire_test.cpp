@@ -102,3 +102,31 @@ BOOST_AUTO_TEST_CASE(the_limit_can_grow_after_the_hello) {
   BOOST_TEST(reader.next(r));
   BOOST_TEST(r.data().frame().size() == 5000u);
 }
+
+BOOST_AUTO_TEST_CASE(a_token_proof_is_hmac_sha256_over_the_nonce_and_the_bus_id) {
+  using ipcbus::bridge::auth_proof;
+  using ipcbus::bridge::make_nonce;
+  using ipcbus::bridge::proof_matches;
+  const std::string nonce = make_nonce();
+  BOOST_TEST(nonce.size() == ipcbus::bridge::nonce_size);
+  BOOST_TEST(make_nonce() != nonce);
+  // RFC 4231 test case 2 (key "Jefe"): the message is nonce || bus id, so a
+  // 20-byte nonce plus 8 bytes of bus id gives its 28-byte message.
+  const std::string message = "what do ya want for nothing?";
+  std::uint64_t bus = 0;
+  for (int i = 0; i < 8; ++i) bus |= std::uint64_t(static_cast<unsigned char>(message[20 + i])) << (8 * i);
+  const std::string mac = auth_proof("Jefe", message.substr(0, 20), bus);
+  static const unsigned char expected[32] = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24,
+                                             0x26, 0x08, 0x95, 0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27,
+                                             0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+  BOOST_TEST(mac == std::string(reinterpret_cast<const char*>(expected), 32));
+  const std::string p = auth_proof("s3cret", nonce, 7);
+  BOOST_TEST(p.find("s3cret") == std::string::npos);
+  BOOST_TEST(proof_matches(p, auth_proof("s3cret", nonce, 7)));
+  BOOST_TEST(!proof_matches(p, auth_proof("s3cre7", nonce, 7)));
+  BOOST_TEST(!proof_matches(p, auth_proof("s3cret", make_nonce(), 7)));
+  BOOST_TEST(!proof_matches(p, auth_proof("s3cret", nonce, 8)));
+  BOOST_TEST(!proof_matches(p, p.substr(0, 31)));
+  BOOST_TEST(!proof_matches(p, ""));
+  BOOST_TEST(!proof_matches("", ""));
+}

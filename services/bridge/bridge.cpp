@@ -501,7 +501,9 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
       return true;
     };
     std::error_code ec;
-    r->subscription = detail::subscriber_core::create(bus_.state(), topic, "", handler, ec);
+    // Not from our own republishers of the same topic: what they publish came
+    // from a peer and would only bounce back here (and, reliable, wait on us).
+    r->subscription = detail::subscriber_core::create(bus_.state(), topic, "", handler, ec, ::getpid());
     if (ec) {
       log_line(log_level::warn, "bridge: cannot subscribe to '" + topic + "': " + ec.message());
       continue;

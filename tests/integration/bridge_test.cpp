@@ -20,6 +20,7 @@
 
 #include "bridge_wire.hpp"
 #include "ipcbus/registry.hpp"
+#include "ipcbus/stats_block.hpp"
 #include "ipcbus/frame_codec.hpp"
 #include "test_support.hpp"
 
@@ -342,6 +343,46 @@ BOOST_AUTO_TEST_CASE(a_triangle_delivers_each_message_exactly_once) {
   for (tally* t : {&at_a, &at_b, &at_c}) {
     for (std::uint64_t i = 1; i < 301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
     for (std::uint64_t i = 1001; i < 1301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_topic_published_on_both_sides_is_delivered_once_and_nothing_bounces) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_a, at_b;
+  auto sa = a.bus->subscribe<Sample>("both/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto sb = b.bus->subscribe<Sample>("both/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("both/x");
+  auto pub_b = b.bus->advertise<Sample>("both/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_a, &at_b}, probe);
+  wait_until_flowing(pub_b, {&at_a, &at_b}, probe);
+  send_and_expect(pub_a, {&at_a, &at_b}, 1, 201);
+  send_and_expect(pub_b, {&at_a, &at_b}, 1001, 1201);
+  std::this_thread::sleep_for(500ms);  // time for any duplicate to arrive
+  for (tally* t : {&at_a, &at_b}) {
+    for (std::uint64_t i = 1; i < 201; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+    for (std::uint64_t i = 1001; i < 1201; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+  }
+  // Each bridge's subscription to both/x is attached to the test's publisher
+  // only, not to its own republisher of the same topic: nothing it
+  // republished comes back to it.
+  for (site* s : {&a, &b}) {
+    const auto pid = s->bridge->pid();
+    std::size_t subscriptions = 0;
+    for (const auto& p : ipcbus::list_participants(s->domain.domain_dir())) {
+      if (p.info.role() != ipcbus::ROLE_SUBSCRIBER || p.info.pid() != pid) continue;
+      ++subscriptions;
+      const auto block = ipcbus::stats_block::open_read_only(
+          s->domain.domain_dir() / (ipcbus::id_to_hex(p.info.id()) + ".stats"));
+      BOOST_REQUIRE(block);
+      BOOST_TEST(block->counters().peers.load() == 1u, "the bridge's subscription reads from "
+                                                           << block->counters().peers.load() << " publishers");
+      // It was handed only what was published on its own bus: probes and 200.
+      BOOST_TEST(block->counters().messages.load() <= 200u + probe);
+    }
+    BOOST_TEST(subscriptions == 1u);
   }
 }
 

@@ -293,6 +293,16 @@ std::string bridge::check_hello(link& l, const BridgeHello& hello) {
     }
     return "a link between these buses exists already";
   }
+  if (!l.dialed()) {  // counted per peer bus, across its reconnects
+    if (accepted_.size() >= 4 * options_.max_links && !accepted_.count(hello.bus_id()))
+      std::erase_if(accepted_, [&](const auto& e) {  // bounded: forget peers that are not connected
+        return std::none_of(links_.begin(), links_.end(), [&](const auto& o) { return o->peer_bus() == e.first; });
+      });
+    auto& p = accepted_[hello.bus_id()];
+    p.address = l.peer();
+    p.name = hello.name().substr(0, 200);
+    l.adopt_counters(p.counters);
+  }
   return {};
 }
 
@@ -306,6 +316,12 @@ void bridge::on_up(const std::shared_ptr<link>& l) {
       d->state = "up";
       d->last_error.clear();
     }
+  if (!l->dialed()) {
+    auto& p = accepted_[l->peer_bus()];
+    if (p.was_up) p.counters->reconnects.fetch_add(1, std::memory_order_relaxed);
+    p.was_up = true;
+    p.last_error.clear();
+  }
   BridgeRecord r;
   for (const auto& p : interest_) r.mutable_interest()->add_patterns(p);
   r.mutable_interest();
@@ -329,6 +345,8 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
   for (auto& [id, in] : l->inbound)
     if (in.publisher) in.publisher->close(std::chrono::milliseconds(100));
   l->inbound.clear();
+  if (!l->dialed() && l->was_up())
+    if (auto it = accepted_.find(l->peer_bus()); it != accepted_.end()) it->second.last_error = l->close_reason();
   if (stopped_) return;
   for (auto& d : dialers_)
     if (d->current == l) {
@@ -344,7 +362,14 @@ void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
   if (r.has_interest()) {
     std::vector<std::string> patterns;
     for (const auto& p : r.interest().patterns()) {
-      if (patterns.size() >= options_.max_topics_per_link) break;
+      if (patterns.size() >= options_.max_topics_per_link) {
+        if (!l->interest_cut_logged)
+          log_line(log_level::warn, "bridge: " + l->peer_name() + " is interested in more than " +
+                                        std::to_string(options_.max_topics_per_link) +
+                                        " patterns; the rest are ignored");
+        l->interest_cut_logged = true;
+        break;
+      }
       if (!validate_pattern(p)) patterns.push_back(p);  // a bad one could match nothing anyway
     }
     l->peer_interest = std::move(patterns);
@@ -497,7 +522,9 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
         std::lock_guard lock(route->mutex);
         targets = route->links;
       }
-      for (auto& l : targets) l->push_data(route->info, f);
+      for (auto& l : targets)  // a link that closed meanwhile does not carry it: a drop too
+        if (l->push_data(route->info, f) == link::push_result::closed)
+          l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
       return true;
     };
     std::error_code ec;
@@ -535,10 +562,18 @@ void bridge::publish_status() {
     const bool up = d->current && d->current->current_state() == link::state::up;
     add(d->uri, d->peer_name, d->state, *d->counters, up ? d->current->queued_bytes() : 0, d->last_error);
   }
+  // Peers that dialed us, one row per bus with counters kept across its
+  // reconnects (totals never go backwards), then connections still in their handshake.
+  for (const auto& [bus, p] : accepted_) {
+    const auto it = std::find_if(links_.begin(), links_.end(), [&, bus = bus](const auto& l) {
+      return !l->dialed() && l->current_state() == link::state::up && l->peer_bus() == bus;
+    });
+    const bool up = it != links_.end();
+    add(p.address, p.name, up ? "up" : "down", *p.counters, up ? (*it)->queued_bytes() : 0, p.last_error);
+  }
   for (const auto& l : links_)
-    if (!l->dialed())
-      add(l->peer(), l->peer_name(), l->current_state() == link::state::up ? "up" : "handshaking", l->counters(),
-          l->queued_bytes(), "");
+    if (!l->dialed() && l->current_state() != link::state::up)
+      add(l->peer(), l->peer_name(), "handshaking", l->counters(), l->queued_bytes(), "");
   status->set_refused(refused_);
   status->set_bad_records(bad_records_);
   std::string bytes;

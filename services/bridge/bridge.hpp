@@ -75,6 +75,14 @@ class bridge {
     std::string last_error;
     bool was_up = false;
   };
+  // A peer that dialed us, by its bus id: its counters outlive each connection.
+  struct accepted_peer {
+    std::shared_ptr<link_counters> counters = std::make_shared<link_counters>();
+    std::string address;  // where it came from last
+    std::string name;
+    std::string last_error;
+    bool was_up = false;
+  };
   // A local topic being forwarded: the subscription and the links that want it.
   struct route {
     topic_info info;
@@ -110,6 +118,7 @@ class bridge {
   bool tls_ = false;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::vector<std::unique_ptr<dialer>> dialers_;
+  std::map<std::uint64_t, accepted_peer> accepted_;
   std::vector<std::shared_ptr<link>> links_;  // handshaking and up
   std::vector<std::string> interest_;         // what our local subscribers listen to
   std::vector<participant_record> last_listing_;

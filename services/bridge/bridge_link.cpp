@@ -140,6 +140,8 @@ void link::close(const std::string& why) {
   heartbeat_.cancel();
   {
     std::lock_guard lock(mutex_);
+    // Frames still queued never reach the peer: drops, counted like any other.
+    counters_->dropped.fetch_add(queue_data_, std::memory_order_relaxed);
     queue_.clear();
     queue_bytes_ = 0;
     queue_data_ = 0;
@@ -158,6 +160,15 @@ void link::refuse(const std::string& why) {
   if (!was_up_) refused_handshake_ = true;
   close_after_flush_ = true;
   state_ = state::handshaking;  // no data is queued for it any more
+}
+
+void link::adopt_counters(std::shared_ptr<link_counters> kept) {
+  if (kept == counters_) return;
+  // What this connection counted so far (its hello) moves over.
+  kept->bytes_sent.fetch_add(counters_->bytes_sent.load(), std::memory_order_relaxed);
+  kept->bytes_received.fetch_add(counters_->bytes_received.load(), std::memory_order_relaxed);
+  kept->dropped.fetch_add(counters_->dropped.load(), std::memory_order_relaxed);
+  counters_ = std::move(kept);
 }
 
 void link::push_control(const BridgeRecord& record) {

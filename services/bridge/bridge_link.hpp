@@ -108,6 +108,10 @@ class link : public std::enable_shared_from_this<link> {
   // This side refused the peer during the handshake (version, token, duplicate, ...).
   bool refused_handshake() const { return refused_handshake_; }
   link_counters& counters() { return *counters_; }
+  // Io thread, before the link is up: count into `kept` from now on (the
+  // accepting side keeps one set per peer bus across reconnects).
+  void adopt_counters(std::shared_ptr<link_counters> kept);
+  bool interest_cut_logged = false;  // io thread: the peer sent more patterns than we take
   std::size_t queued_bytes() const;
 
   // Io thread: the peer's interest, and the topics it announced to us.

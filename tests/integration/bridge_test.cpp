@@ -283,6 +283,14 @@ BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
   std::uint64_t probe = 0;
   wait_until_flowing(pub, {&at_b}, probe);
   send_and_expect(pub, {&at_b}, 1, 101);
+  // a counts what it sent to b (which dialed it) in one row per peer bus.
+  std::uint64_t sent_before = 0;
+  BOOST_REQUIRE(eventually([&] {
+    const auto st = a.status();
+    if (!st || st->links_size() != 1 || st->links(0).sent() < 100) return false;
+    sent_before = st->links(0).sent();
+    return true;
+  }, 10s));
   // The dialing side first, then the listening side: each is restarted and
   // the link comes back either way.
   b.bridge->signal(SIGKILL);
@@ -290,6 +298,12 @@ BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
   b.start_bridge({a.port});
   wait_until_flowing(pub, {&at_b}, probe);
   send_and_expect(pub, {&at_b}, 101, 201);
+  // Same bus, same row: the totals went on from where they were.
+  BOOST_TEST(eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && st->links(0).state() == "up" && st->links(0).reconnects() >= 1u &&
+           st->links(0).sent() >= sent_before + 100;
+  }, 5s), status_text(a));
   a.bridge->signal(SIGKILL);
   a.bridge->wait(5s);
   a.start_bridge({});

@@ -393,6 +393,16 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     return l.close("more than " + std::to_string(options_.max_topics_per_link) + " topics");
   link::inbound_topic in;
   in.topic = t.topic();
+  // A peer sends only what our subscribers asked for: a topic none of our
+  // interest patterns matches makes no publisher here (its frames are counted
+  // as dropped), so a peer cannot create resources at will.
+  if (!matches_any(interest_, t.topic())) {
+    ++bad_records_;
+    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + t.topic().substr(0, 300) +
+                                  "' that no subscriber here asked for: not republished");
+    l.inbound.emplace(t.id(), std::move(in));
+    return;
+  }
   // The type's descriptors go into our registry entry, so tools here decode
   // the topic as they would a local one. A set that does not build is logged
   // and the topic carried without them.
@@ -426,7 +436,10 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
 
 void bridge::on_data(link& l, const BridgeData& d) {
   const auto it = l.inbound.find(d.topic_id());
-  if (it == l.inbound.end()) return l.close("data for topic id " + std::to_string(d.topic_id()) + " never announced");
+  if (it == l.inbound.end()) {
+    ++bad_records_;
+    return l.close("data for topic id " + std::to_string(d.topic_id()) + " never announced");
+  }
   frame_view frame;
   if (decode_frame(d.frame(), frame)) {
     ++bad_records_;

@@ -580,8 +580,49 @@ BOOST_AUTO_TEST_CASE(garbage_and_oversized_records_are_refused_and_the_others_ke
     p.read_until_closed();
     BOOST_TEST(p.closed);
   }
-  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() >= 3; }, 10s), status_text(a));
+  // Three that do not parse, one data record for a topic never announced.
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() >= 4; }, 10s), status_text(a));
   send_and_expect(pub, {&at_b}, 1, 201);
+}
+
+BOOST_AUTO_TEST_CASE(a_peer_cannot_make_the_bridge_republish_topics_nobody_here_wants) {
+  site a("a");
+  a.start_bridge({});
+  tally at_a;
+  auto sub = a.bus->subscribe<Sample>("wanted/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  raw_peer p(a.port);
+  raw_handshake(p, "s3cret");
+  // Wait for a's interest: the link is up.
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+  const std::uint64_t bad_before = a.status() ? a.status()->bad_records() : 0;
+  ipcbus::BridgeRecord t;
+  t.mutable_topic()->set_id(1);
+  t.mutable_topic()->set_topic("unwanted/x");
+  p.send(delimited(t));
+  t.mutable_topic()->set_id(2);
+  t.mutable_topic()->set_topic("wanted/x");
+  p.send(delimited(t));
+  // The wanted one gets a republisher (a second proof the link took both records).
+  const auto publishers_of = [&](const std::string& topic) {
+    std::size_t n = 0;
+    for (const auto& e : ipcbus::list_participants(a.domain.domain_dir()))
+      n += e.info.role() == ipcbus::ROLE_PUBLISHER && e.info.topic() == topic;
+    return n;
+  };
+  ipcbus::BridgeRecord ping;
+  ping.mutable_ping();
+  BOOST_TEST(eventually([&] {
+    p.send(delimited(ping));  // a raw peer must keep the link alive itself
+    return publishers_of("wanted/x") == 1;
+  }, 10s));
+  BOOST_TEST(publishers_of("unwanted/x") == 0u);
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() == bad_before + 1; }, 10s),
+             status_text(a));
 }
 
 BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {

@@ -1,5 +1,7 @@
 #include "bridge_link.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
@@ -177,6 +179,16 @@ void link::push_control(const BridgeRecord& record) {
     if (state_ == state::closed) return;
     entry e;
     append_record(record, e.bytes);
+    e.interest = record.has_interest();
+    if (e.interest) {
+      const auto queued = std::find_if(queue_.begin(), queue_.end(), [](const entry& q) { return q.interest; });
+      if (queued != queue_.end()) {  // not sent yet: the newer set replaces it
+        queue_bytes_ += e.bytes.size();
+        queue_bytes_ -= queued->bytes.size();
+        queued->bytes = std::move(e.bytes);
+        return;
+      }
+    }
     queue_bytes_ += e.bytes.size();
     queue_.push_back(std::move(e));
   }
@@ -287,6 +299,7 @@ void link::kick() {
     return;
   }
   writing_ = true;
+  write_started_ = std::chrono::steady_clock::now();
   auto self = shared_from_this();
   with_stream([&](auto& s) {
     asio::async_write(s, asio::buffer(out_), [self, frames](const boost::system::error_code& ec, std::size_t n) {
@@ -315,7 +328,20 @@ void link::arm_heartbeat() {
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count()) +
                          " ms");
     }
-    if (self->state_ == state::up) {
+    // A peer that reads nothing (its socket buffers full) is as dead as a silent one.
+    if (self->writing_ && now - self->write_started_ > self->limits_.timeout) {
+      return self->close("no write completed for " +
+                         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            now - self->write_started_).count()) +
+                         " ms");
+    }
+    // A ping only on an idle link: anything queued or being written keeps it alive anyway.
+    bool idle = false;
+    {
+      std::lock_guard lock(self->mutex_);
+      idle = self->queue_.empty();
+    }
+    if (self->state_ == state::up && idle && !self->writing_) {
       BridgeRecord r;
       r.mutable_ping();
       self->push_control(r);

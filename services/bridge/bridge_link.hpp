@@ -85,7 +85,9 @@ class link : public std::enable_shared_from_this<link> {
   void close(const std::string& why);
   // Sends a refusal with `why`, then closes.
   void refuse(const std::string& why);
-  // Queues a control record (hello, interest, ping, refusal): never dropped.
+  // Queues a control record (hello, proof, refusal, interest): never dropped.
+  // An interest record replaces one still queued (only the latest set
+  // matters), so the control records queued stay bounded.
   void push_control(const BridgeRecord& record);
 
   enum class push_result { queued, dropped, closed };
@@ -125,7 +127,8 @@ class link : public std::enable_shared_from_this<link> {
  private:
   struct entry {
     std::string bytes;
-    bool data = false;  // may be dropped by a drop policy
+    bool data = false;      // may be dropped by a drop policy
+    bool interest = false;  // replaced by a newer interest record while queued
   };
   template <class F> void with_stream(F&& f);
   void send_hello();
@@ -174,6 +177,7 @@ class link : public std::enable_shared_from_this<link> {
   BridgeRecord scratch_;  // encodes data records, under mutex_
   std::atomic<bool> kick_posted_{false};
   bool writing_ = false;  // io thread
+  std::chrono::steady_clock::time_point write_started_;  // io thread, while writing_
   std::string out_;       // the batch being written (io thread)
 };
 

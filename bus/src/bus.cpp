@@ -263,13 +263,16 @@ std::string host_name() {
   return buf;
 }
 
-// A stable per-host id for loop prevention across bridges.
-std::uint64_t host_identity() {
+// A stable id of this bus (host and domain) for loop prevention across
+// bridges. The domain is part of it: two domains on one host are two buses
+// that bridges may join, and must tell apart.
+std::uint64_t host_identity(const std::string& domain) {
   std::ifstream in("/etc/machine-id");
   std::string id;
   in >> id;
   std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (char c : id.empty() ? host_name() : id) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  for (char c : (id.empty() ? host_name() : id) + "/" + domain)
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
   return h ? h : 1;
 }
 
@@ -303,7 +306,7 @@ void Bus::start(asio::io_context* external, bus_options options) {
   state_->runtime_dir = cfg.runtime_dir;
   state_->set_config(std::move(cfg), source_domain, source_runtime_dir);
   state_->host = host_name();
-  state_->host_id = host_identity();
+  state_->host_id = host_identity(state_->domain);
 #if IPCBUS_HAVE_SOCKET
   transport::socket::register_unix(state_->transports);
   transport::socket::register_tcp(state_->transports);

@@ -390,7 +390,7 @@ std::filesystem::path config_parser::runtime_dir(const YAML::Node& value,
 
 bridge_settings config_parser::bridge(const YAML::Node& map, const location& at) const {
   bridge_settings result;
-  for_each_key(map, at, {"listen", "peers", "export", "token"},
+  for_each_key(map, at, {"listen", "peers", "export", "token", "tls"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  if (key == "listen") {
                    if (!value.IsNull() && !(value.IsScalar() && value.Scalar().empty())) {
@@ -404,6 +404,14 @@ bridge_settings config_parser::bridge(const YAML::Node& map, const location& at)
                    for_each_element(value, value_at, [&](const YAML::Node& e, const location& l) {
                      result.export_patterns.push_back(pattern(e, l));
                    });
+                 } else if (key == "tls") {
+                   for_each_key(value, value_at, {"cert", "key", "ca"},
+                                [&](const std::string& k, const YAML::Node& v, const location& v_at) {
+                                  std::string& field = k == "cert" ? result.tls_cert
+                                                       : k == "key" ? result.tls_key
+                                                                    : result.tls_ca;
+                                  field = scalar(v, v_at, "a file path");
+                                });
                  } else {
                    result.token = optional_string(value, value_at);
                  }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -139,6 +140,19 @@ std::error_code publisher_core::publish(std::size_t payload_size, const payload_
   return finish_frame();
 }
 
+std::error_code publisher_core::publish_forwarded(const frame_header& origin, std::string_view payload) {
+  if (payload.size() > settings_.max_message) return make_error_code(errc::message_too_large);
+  std::unique_lock lock(publish_mutex_);
+  if (auto ec = wait_for_loan(lock)) return ec;
+  char* out = nullptr;
+  forwarded_ = &origin;
+  const std::error_code ec = start_frame(payload.size(), out);
+  forwarded_ = nullptr;
+  if (ec) return ec;
+  if (out && !payload.empty()) std::memcpy(out, payload.data(), payload.size());
+  return finish_frame();
+}
+
 std::error_code publisher_core::begin_loan(std::size_t size, char*& payload) {
   payload = nullptr;
   if (size > settings_.max_message) return make_error_code(errc::message_too_large);
@@ -210,6 +224,11 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
   frame_.header.publisher_id = id_;
   frame_.header.publish_time_ns = now_ns();
   frame_.header.origin_host = bus_->host_id;
+  if (forwarded_) {
+    frame_.header.origin_host = forwarded_->origin_host;
+    frame_.header.hop_count = forwarded_->hop_count + 1;
+    frame_.header.publish_time_ns = forwarded_->publish_time_ns;
+  }
   frame_.header.payload_type = type_name_;
   frame_.payload_size = payload_size;
   const std::size_t frame_bytes = frame_size(frame_.header, payload_size);

@@ -27,7 +27,7 @@ namespace {
 
 bool is_entry_name(const std::string& name) {
   return !name.empty() && name[0] != '.' &&
-         (name.ends_with(".pub") || name.ends_with(".sub"));
+         (name.ends_with(".pub") || name.ends_with(".sub") || name.ends_with(".bridge"));
 }
 
 std::error_code write_all(int fd, const std::string& data) {
@@ -168,7 +168,8 @@ int write_locked_entry(const fs::path& dir, const std::string& id_hex, const Par
 std::unique_ptr<registration> registration::create(const fs::path& dir, const Participant& info,
                                                    std::error_code& ec) {
   const std::string id_hex = id_to_hex(info.id());
-  const fs::path entry = dir / (id_hex + (info.role() == ROLE_PUBLISHER ? ".pub" : ".sub"));
+  const char* suffix = info.role() == ROLE_PUBLISHER ? ".pub" : info.role() == ROLE_BRIDGE ? ".bridge" : ".sub";
+  const fs::path entry = dir / (id_hex + suffix);
   const int fd = write_locked_entry(dir, id_hex, info, entry, ec);
   if (fd < 0) return nullptr;
   return std::unique_ptr<registration>(new registration(dir, info.id(), entry, fd));

@@ -32,7 +32,7 @@ subscriber_core::subscriber_core(std::shared_ptr<bus_state> bus, std::string pat
 
 std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_state> bus, std::string_view pattern,
                                                          const std::string& type_name, frame_handler handler,
-                                                         std::error_code& ec) {
+                                                         std::error_code& ec, int skip_pid) {
   std::string why;
   if ((ec = validate_pattern(pattern, &why))) {
     log_line(log_level::debug, why);  // the caller gets the error; Bus::describe_failure says why
@@ -40,6 +40,7 @@ std::shared_ptr<subscriber_core> subscriber_core::create(std::shared_ptr<bus_sta
   }
   if (bus->closed) { ec = make_error_code(errc::closed); return nullptr; }
   auto core = std::make_shared<subscriber_core>(bus, std::string(pattern), type_name, std::move(handler));
+  core->skip_pid_ = skip_pid;
   Participant info;
   info.set_id(core->id_);
   info.set_role(ROLE_SUBSCRIBER);
@@ -77,6 +78,7 @@ void subscriber_core::rescan() {
   for (const auto& pub : participants) {
     if (pub.info.role() != ROLE_PUBLISHER || links_.count(pub.info.id()) || refused_.count(pub.info.id()))
       continue;
+    if (skip_pid_ != 0 && static_cast<int>(pub.info.pid()) == skip_pid_) continue;
     if (pub.info.endpoint().empty()) continue;  // still setting up: its entry is rewritten when it listens
     if (!topic_matches(pattern_, pub.info.topic())) continue;
     log_line(log_level::debug, "subscription '" + pattern_ + "': connecting to " + pub.info.endpoint());

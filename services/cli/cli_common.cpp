@@ -77,6 +77,7 @@ std::string role_name(Role role) {
   switch (role) {
     case ROLE_PUBLISHER: return "publisher";
     case ROLE_SUBSCRIBER: return "subscriber";
+    case ROLE_BRIDGE: return "bridge";
     default: return "unknown";
   }
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <sstream>
 
+#include "bench_bridge.hpp"
 #include "bench_json.hpp"
 #include "bench_plots.hpp"
 #include "bench_process.hpp"
@@ -24,6 +25,7 @@ namespace {
 struct bench_args {
   bench::bench_options options;
   std::string transports, sizes, workloads;
+  bool bridge = false;
 };
 
 std::vector<std::string> split(const std::string& list) {
@@ -55,8 +57,26 @@ bench::bench_options resolve(const bench_args& a) {
   return o;
 }
 
+// --bridge: the bridge against a bare TCP stream and ZeroMQ tcp://, in one run.
+int run_bridge_bench(const bench::bench_options& o) {
+  bench::bridge_bench_options bo;
+  bo.sizes = o.sizes;
+  bo.rounds = o.rounds > 0 ? o.rounds : (o.quick ? 2 : 3);
+  bo.duration = o.quick ? std::chrono::milliseconds(300) : std::chrono::milliseconds(1000);
+  if (!bench::zmq_built()) std::cerr << "ipcbus bench: built without ZeroMQ; zmq-tcp is not measured\n";
+  bench::install_interrupt_handler();
+  int failures = 0;
+  const auto rows = bench::run_bridge_bench(bo, std::cerr, failures);
+  bench::print_bridge_report(std::cout, rows);
+  std::cout.flush();
+  if (bench::interrupted()) throw cli_error(exit_runtime, "interrupted");
+  if (failures) throw cli_error(exit_runtime, std::to_string(failures) + " measurement(s) failed");
+  return exit_ok;
+}
+
 int run_bench(const bench_args& a) {
   const auto o = resolve(a);
+  if (a.bridge) return run_bridge_bench(o);
   if (!bench::zmq_built()) std::cerr << "ipcbus bench: built without ZeroMQ; zmq-ipc and zmq-tcp are not measured\n";
   if (!o.plots_dir.empty() && !bench::gnuplot_available())
     std::cerr << "ipcbus bench: gnuplot is not installed (Debian: gnuplot-nox); --plots will be skipped\n";
@@ -90,6 +110,9 @@ command add_bench_command(CLI::App& root, const global_options&) {
   app->add_option("--samples", a->options.samples_file, "Write every round's figures as JSON to FILE");
   app->add_option("--plots", a->options.plots_dir, "Draw plots with gnuplot into DIR (SVG and PNG)");
   app->add_flag("--pin,!--no-pin", a->options.pin, "Pin peers to different CPUs (default on)");
+  app->add_flag("--bridge", a->bridge,
+                "Measure ipcbus-bridge throughput between two buses against raw TCP and ZeroMQ tcp:// instead "
+                "(uses --size, --rounds, --quick)");
   app->footer("Runs in interleaved rounds; each figure is the median over rounds. Latency is one-way:\n"
               "round trip / 2 between two processes. Method and results: docs/benchmarks.md.");
   return {app, [a] { return run_bench(*a); }};

@@ -21,11 +21,13 @@ bool is_publisher(const Participant& p) { return p.role() == ROLE_PUBLISHER; }
 
 std::vector<std::string> table_row(const Participant& p) {
   const bool pub = is_publisher(p);
+  // A bridge's entry: its topic is what it exports, its endpoint where it listens.
+  const bool bridge = p.role() == ROLE_BRIDGE;
   return {role_name(p.role()),
           p.topic(),
-          type_label(p),
-          pub ? p.transport() : "-",
-          pub ? (p.endpoint().empty() ? "(starting)" : p.endpoint()) : "-",
+          bridge ? "-" : type_label(p),
+          pub || bridge ? p.transport() : "-",
+          pub ? (p.endpoint().empty() ? "(starting)" : p.endpoint()) : bridge && !p.endpoint().empty() ? p.endpoint() : "-",
           std::to_string(p.pid()),
           pub ? qos_name(p.qos()) : "-",
           pub ? std::to_string(p.depth()) : "-",

@@ -70,6 +70,50 @@ std::vector<std::string> table_row(const watched& w, const sample& s, double msg
           std::to_string(s.bad_frames), std::to_string(s.peers)};
 }
 
+// Bridges (ipcbus-bridge) keep their per-link counters in their registry
+// entry, rewritten about once a second: one table per bridge, one row per link.
+// Returns how many bridges were shown.
+std::size_t print_bridges(const std::filesystem::path& dir, bool json) {
+  std::size_t shown = 0;
+  for (const auto& rec : list_participants(dir)) {
+    if (rec.info.role() != ROLE_BRIDGE) continue;
+    ++shown;
+    const BridgeStatus& b = rec.info.bridge();
+    const std::string id = id_to_hex(rec.info.id());
+    if (json) {
+      json_object o;
+      o.add("id", id).add("role", "bridge").add("pid", rec.info.pid()).add("listen", b.listen());
+      o.add("export", rec.info.topic()).add("refused", b.refused()).add("bad_records", b.bad_records());
+      std::cout << o.str() << '\n';
+      for (const auto& l : b.links()) {
+        json_object lo;
+        lo.add("bridge", id).add("role", "bridge_link").add("peer", l.peer()).add("peer_name", l.peer_name());
+        lo.add("state", l.state()).add("sent", l.sent()).add("received", l.received()).add("dropped", l.dropped());
+        lo.add("reconnects", l.reconnects()).add("queued_bytes", l.queued_bytes());
+        lo.add("bytes_sent", l.bytes_sent()).add("bytes_received", l.bytes_received());
+        lo.add("last_error", l.last_error());
+        std::cout << lo.str() << '\n';
+      }
+      continue;
+    }
+    std::cout << "\nbridge " << id << " (pid " << rec.info.pid() << ")"
+              << (b.listen().empty() ? "" : " listening on " + b.listen()) << ", exports '" << rec.info.topic()
+              << "', refused " << b.refused() << ", bad records " << b.bad_records() << '\n';
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& l : b.links())
+      rows.push_back({l.peer(), l.peer_name().empty() ? "-" : l.peer_name(), l.state(), std::to_string(l.sent()),
+                      std::to_string(l.received()), std::to_string(l.dropped()), std::to_string(l.reconnects()),
+                      std::to_string(l.queued_bytes()), l.last_error().empty() ? "-" : l.last_error()});
+    if (rows.empty())
+      std::cout << "no links\n";
+    else
+      print_table(std::cout, {"PEER", "NAME", "STATE", "SENT", "RECEIVED", "DROPPED", "RECONNECTS", "QUEUED",
+                              "LAST_ERROR"},
+                  rows);
+  }
+  return shown;
+}
+
 int run_stats(const global_options& g, const stats_options& o) {
   const auto dir = resolve_domain_dir(g);
   auto blocks = open_blocks(dir);
@@ -87,14 +131,15 @@ int run_stats(const global_options& g, const stats_options& o) {
     else
       rows.push_back(table_row(w, s, msg_rate, byte_rate));
   }
-  if (o.json) return exit_ok;
-  if (rows.empty()) {
-    std::cout << "no live participants in " << dir.string() << '\n';
+  if (o.json) {
+    print_bridges(dir, true);
     return exit_ok;
   }
-  print_table(std::cout, {"ROLE", "TOPIC", "PID", "MSG/S", "BYTES/S", "MESSAGES", "DROPPED", "LOST", "TIMEOUTS",
-                          "BAD_FRAMES", "PEERS"},
-              rows);
+  if (!rows.empty())
+    print_table(std::cout, {"ROLE", "TOPIC", "PID", "MSG/S", "BYTES/S", "MESSAGES", "DROPPED", "LOST", "TIMEOUTS",
+                            "BAD_FRAMES", "PEERS"},
+                rows);
+  if (print_bridges(dir, false) == 0 && rows.empty()) std::cout << "no live participants in " << dir.string() << '\n';
   return exit_ok;
 }
 
@@ -110,7 +155,9 @@ command add_stats_command(CLI::App& root, const global_options& g) {
   app->footer(
       "Per participant: role, topic, pid, messages/s and bytes/s over the interval, then totals:\n"
       "messages (published or delivered), dropped (by a drop policy), lost (gaps a subscriber saw),\n"
-      "timeouts (reliable publishes that gave up), bad_frames (refused input) and connected peers.");
+      "timeouts (reliable publishes that gave up), bad_frames (refused input) and connected peers.\n"
+      "Then, per ipcbus-bridge, its links: peer, state, frames sent/received/dropped, reconnects,\n"
+      "bytes queued and why the last link ended (updated by the bridge about once a second).");
   return {app, [&g, opts] { return run_stats(g, *opts); }};
 }
 

@@ -184,3 +184,33 @@ seg[DATA_OFFSET:DATA_OFFSET + len(RECORDS)] = RECORDS
 write("shm_reader", "whole_segment", b"\x00" + bytes(seg))
 write("shm_reader", "whole_segment_bad_capacity", b"\x00" + bytes(seg[:16]) + struct.pack("<Q", 8192) + bytes(seg[24:]))
 write("shm_reader", "garbage", b"\x00" + bytes(range(256)) * 4)
+
+
+# ---- bridge records (services/bridge/bridge_wire.hpp): chunk byte, then the stream
+
+def length_delimited(field, body):
+    return key(field, 2) + varint(len(body)) + body
+
+
+def bridge_record(field, body):
+    r = length_delimited(field, body)
+    return varint(len(r)) + r
+
+
+HELLO = bridge_record(1, key(1, 0) + varint(2) + key(3, 1) + struct.pack("<Q", 0x1234) +
+                      length_delimited(4, b"a@host") + length_delimited(5, bytes(range(32))))
+AUTH = bridge_record(7, length_delimited(1, bytes(range(100, 132))))  # HMAC-SHA256, 32 bytes
+INTEREST = bridge_record(3, length_delimited(1, b"sensors/#") + length_delimited(1, b"cmd/*"))
+TOPIC = bridge_record(4, key(1, 0) + varint(1) + length_delimited(2, b"sensors/temp") +
+                      length_delimited(3, b"demo.Reading"))
+DATA = bridge_record(5, key(1, 0) + varint(1) +
+                     length_delimited(2, frame(seq=1, pub=7, time=5, origin=9, hops=1, payload=b"hello")))
+PING = bridge_record(6, b"")
+write("bridge_record", "session", b"\xff" + HELLO + AUTH + INTEREST + TOPIC + DATA + PING)
+write("bridge_record", "session_byte_by_byte", b"\x00" + HELLO + AUTH + INTEREST + TOPIC + DATA + PING)
+write("bridge_record", "refusal", b"\x10" + bridge_record(2, length_delimited(1, b"wrong token")))
+write("bridge_record", "four_gib_length", b"\x03" + b"\xff\xff\xff\xff\x0f" + b"x" * 64)
+write("bridge_record", "over_limit", b"\x20" + varint(5000) + b"y" * 300)
+write("bridge_record", "overlong_varint", b"\x07" + b"\xff" * 12)
+write("bridge_record", "not_a_record", b"\x08" + varint(4) + b"\xff\xff\xff\xff")
+write("bridge_record", "bad_frame_in_data", b"\xff" + bridge_record(5, key(1, 0) + varint(1) + length_delimited(2, b"\x0a\xff")))

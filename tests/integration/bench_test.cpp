@@ -150,3 +150,21 @@ BOOST_AUTO_TEST_CASE(unknown_transports_workloads_and_sizes_are_usage_errors) {
     BOOST_TEST(run.output.find(args[1]) != std::string::npos, run.output);
   }
 }
+
+BOOST_AUTO_TEST_CASE(a_bridge_run_measures_the_bridge_raw_tcp_and_zeromq_and_prints_ratios) {
+  scratch_domain d;
+  const auto run = run_bench(d.runtime_dir(), {"--bridge", "--quick", "--rounds", "1", "--size", "64"});
+  BOOST_TEST(run.exit_code == 0, run.output);
+  BOOST_TEST(run.output.find("vs RAW-TCP") != std::string::npos, run.output);
+  // One row for 64 B with three rates and two ratios, none of them missing.
+  std::istringstream lines(run.output);
+  bool row = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("64 ", 0) != 0) continue;
+    row = true;
+    BOOST_TEST(line.find(" - ") == std::string::npos, line);
+  }
+  BOOST_TEST(row, run.output);
+  for (const auto& e : fs::directory_iterator(d.runtime_dir()))
+    BOOST_TEST(e.path().filename().string().rfind("ipcbus-bench-", 0) != 0, e.path().string() << " was left behind");
+}

@@ -157,7 +157,7 @@ std::string child_process::output() const {
 }
 
 std::string built_program(const std::string& name) {
-  for (const char* dir : {"/services/cli/", "/services/examples/", "/tests/integration/", "/tests/"}) {
+  for (const char* dir : {"/services/cli/", "/services/bridge/", "/services/examples/", "/tests/integration/", "/tests/"}) {
     const std::string p = std::string(IPCBUS_BINARY_DIR) + dir + name;
     if (::access(p.c_str(), X_OK) == 0) return p;
   }

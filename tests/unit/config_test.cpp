@@ -449,3 +449,11 @@ BOOST_AUTO_TEST_CASE(relative_runtime_dirs_in_the_environment_are_ignored) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(bridge_tls_names_three_files_and_refuses_unknown_keys) {
+  const auto cfg = ipcbus::parse_config("bridge: { tls: { cert: /etc/a.pem, key: /etc/a.key, ca: /etc/ca.pem } }\n");
+  BOOST_TEST(cfg.bridge.tls_cert == "/etc/a.pem");
+  BOOST_TEST(cfg.bridge.tls_key == "/etc/a.key");
+  BOOST_TEST(cfg.bridge.tls_ca == "/etc/ca.pem");
+  BOOST_TEST(contains(config_error_for("bridge: { tls: { certificate: x } }"), "bridge.tls"));
+}

@@ -52,6 +52,8 @@ struct bridge_settings {
   std::vector<std::string> peers;      // URIs to dial
   std::vector<std::string> export_patterns;  // topics offered to peers
   std::string token;                   // shared secret; empty: none
+  // TLS (`tls: { cert, key, ca }`): all three or none. PEM files.
+  std::string tls_cert, tls_key, tls_ca;
 };
 
 struct security_settings {

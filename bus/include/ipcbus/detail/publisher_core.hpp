@@ -34,6 +34,11 @@ class publisher_core {
 
   // Encodes a message of `payload_size` bytes written by `write` and sends it.
   std::error_code publish(std::size_t payload_size, const payload_writer& write);
+  // Publishes a frame that came from another bus (ipcbus-bridge): as publish(),
+  // but the frame keeps `origin`'s origin host and publish time and counts one
+  // more hop, so that bridges can tell where it entered and stop loops.
+  // Sequence and publisher id are this publisher's own. Blocks and fails as publish().
+  std::error_code publish_forwarded(const frame_header& origin, std::string_view payload);
   // A loan: room for a payload of `size` bytes that the caller fills, then
   // publishes (finish_loan) or gives back (cancel_loan). While a loan is out,
   // publish() and begin_loan() wait for it, up to publish_timeout (timed_out).
@@ -87,6 +92,7 @@ class publisher_core {
   std::uint64_t next_sequence_ = 1;
   open_frame frame_;
   bool loan_out_ = false;
+  const frame_header* forwarded_ = nullptr;  // set during publish_forwarded's start_frame
   std::uint64_t mirrored_version_ = 0;  // endpoint counters_version() last copied to the stats block
   // The last frame sent, reused by the next publish once every subscriber
   // queue has let go of it: saves two allocations per message on the stream

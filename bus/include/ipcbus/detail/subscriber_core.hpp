@@ -27,10 +27,13 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   // Returns false when the payload does not parse as the expected type.
   using frame_handler = std::function<bool(const frame_view&, const MessageInfo&)>;
 
-  // An empty handler means pull mode (receive()).
+  // An empty handler means pull mode (receive()). `skip_pid` non-zero: never
+  // attach to publishers of that process (the bridge passes its own pid, so
+  // it does not read back what it republished); ordinary subscriptions pass 0
+  // and receive their own process's messages as any others.
   static std::shared_ptr<subscriber_core> create(std::shared_ptr<bus_state> bus, std::string_view pattern,
                                                  const std::string& type_name, frame_handler handler,
-                                                 std::error_code& ec);
+                                                 std::error_code& ec, int skip_pid = 0);
   ~subscriber_core();
 
   // Pull mode: waits up to `timeout` for a message. timed_out or closed in ec.
@@ -74,6 +77,7 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   topic_settings settings_;
   security_settings security_;  // as configured when it was created: a reload does not change it
   frame_handler handler_;
+  int skip_pid_ = 0;  // set before the first rescan, then only read
   std::uint64_t id_;
   std::unique_ptr<registration> registration_;
   std::unique_ptr<stats_block> stats_;

@@ -1,0 +1,604 @@
+#include "bridge.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <google/protobuf/descriptor.h>
+
+#include "ipcbus/log.hpp"
+#include "ipcbus/topic.hpp"
+
+namespace ipcbus::bridge {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+std::optional<std::pair<std::string, unsigned short>> parse_tcp_uri(const std::string& uri) {
+  constexpr std::string_view scheme = "tcp://";
+  if (!uri.starts_with(scheme)) return std::nullopt;
+  const std::string rest = uri.substr(scheme.size());
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = rest.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit)) return std::nullopt;
+  const unsigned long p = std::stoul(port);
+  if (p > 65535) return std::nullopt;
+  return std::make_pair(host, static_cast<unsigned short>(p));
+}
+
+namespace {
+
+// Resolves a tcp:// URI once, at start: a peer's address is configuration.
+std::optional<tcp::endpoint> resolve(asio::io_context& io, const std::string& uri, std::string& why) {
+  const auto hp = parse_tcp_uri(uri);
+  if (!hp) {
+    why = "'" + uri + "' is not tcp://HOST:PORT";
+    return std::nullopt;
+  }
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(hp->first, ec);
+  if (!ec) return tcp::endpoint(address, hp->second);
+  tcp::resolver resolver(io);
+  const auto results = resolver.resolve(hp->first, std::to_string(hp->second), ec);
+  if (ec || results.empty()) {
+    why = "cannot resolve '" + hp->first + "': " + ec.message();
+    return std::nullopt;
+  }
+  return results.begin()->endpoint();
+}
+
+bool matches_any(const std::vector<std::string>& patterns, const std::string& topic) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return topic_matches(p, topic); });
+}
+
+qos_policy from_proto(Qos q) {
+  switch (q) {
+    case QOS_DROP_OLDEST: return qos_policy::drop_oldest;
+    case QOS_DROP_NEWEST: return qos_policy::drop_newest;
+    default: return qos_policy::reliable;
+  }
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+}  // namespace
+
+bridge::bridge(asio::io_context& io, Bus& bus, bridge_options options)
+    : io_(io),
+      bus_(bus),
+      options_(std::move(options)),
+      bus_id_(bus.state()->host_id),
+      tls_context_(asio::ssl::context::tls),
+      acceptor_(io),
+      rescan_timer_(io) {
+  hello_.set_version(protocol_version);
+  hello_.set_bus_id(bus_id_);
+  hello_.set_name(bus.domain() + "@" + bus.state()->host);
+}
+
+bridge::~bridge() { stop(); }
+
+unsigned short bridge::listen_port() const {
+  boost::system::error_code ec;
+  return acceptor_.is_open() ? acceptor_.local_endpoint(ec).port() : 0;
+}
+
+void bridge::start(std::error_code& ec, std::string& why) {
+  const auto fail = [&](std::string reason) {
+    why = std::move(reason);
+    ec = make_error_code(errc::invalid_argument);
+  };
+  for (const auto& p : options_.exports) {
+    if (validate_pattern(p, &why)) return fail("export '" + p + "': " + why);
+  }
+  const int tls_files = !options_.tls_cert.empty() + !options_.tls_key.empty() + !options_.tls_ca.empty();
+  if (tls_files != 0 && tls_files != 3) return fail("TLS needs a certificate, its key and a CA file, all three");
+  if (tls_files == 3) {
+    boost::system::error_code tec;
+    tls_context_.set_options(asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                             asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+    // Both sides show a certificate and both check the other's against the CA.
+    tls_context_.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert, tec);
+    if (!tec) tls_context_.load_verify_file(options_.tls_ca, tec);
+    if (tec) return fail("TLS CA file '" + options_.tls_ca + "': " + tec.message());
+    tls_context_.use_certificate_chain_file(options_.tls_cert, tec);
+    if (tec) return fail("TLS certificate '" + options_.tls_cert + "': " + tec.message());
+    tls_context_.use_private_key_file(options_.tls_key, asio::ssl::context::pem, tec);
+    if (tec) return fail("TLS key '" + options_.tls_key + "': " + tec.message());
+    tls_ = true;
+  }
+  for (const auto& uri : options_.peers) {
+    auto d = std::make_unique<dialer>();
+    d->uri = uri;
+    const auto ep = resolve(io_, uri, why);
+    if (!ep) return fail("peer " + why);
+    d->endpoint = *ep;
+    d->timer = std::make_unique<asio::steady_timer>(io_);
+    dialers_.push_back(std::move(d));
+  }
+  if (!options_.listen.empty()) {
+    const auto ep = resolve(io_, options_.listen, why);
+    if (!ep) return fail("listen " + why);
+    boost::system::error_code aec;
+    acceptor_.open(ep->protocol(), aec);
+    if (!aec) acceptor_.set_option(tcp::acceptor::reuse_address(true), aec);
+    if (!aec) acceptor_.bind(*ep, aec);
+    if (!aec) acceptor_.listen(asio::socket_base::max_listen_connections, aec);
+    if (aec) {
+      why = "listen on " + options_.listen + ": " + aec.message();
+      ec = std::error_code(aec.value(), std::generic_category());
+      return;
+    }
+  }
+  // The bridge's own registry entry: `ipcbus list` shows it, `ipcbus stats` its links.
+  entry_.set_id(random_id());
+  entry_.set_role(ROLE_BRIDGE);
+  entry_.set_topic(join(options_.exports));
+  entry_.set_transport("tcp");
+  entry_.set_endpoint(acceptor_.is_open() ? "tcp://" + acceptor_.local_endpoint().address().to_string() + ":" +
+                                                std::to_string(listen_port())
+                                          : "");
+  entry_.set_pid(::getpid());
+  entry_.set_host(bus_.state()->host);
+  entry_.mutable_bridge()->set_bus_id(bus_id_);
+  entry_.mutable_bridge()->set_listen(entry_.endpoint());
+  for (const auto& p : options_.exports) entry_.mutable_bridge()->add_export_(p);
+  registration_ = registration::create(bus_.domain_directory(), entry_, ec);
+  if (ec) {
+    why = "registry entry in " + bus_.domain_directory().string() + ": " + ec.message();
+    return;
+  }
+  std::error_code wec;
+  watcher_ = std::make_unique<directory_watcher>(io_, bus_.domain_directory(), [this] {
+    if (rescan_posted_) return;
+    rescan_posted_ = true;
+    asio::post(io_, [this] {
+      rescan_posted_ = false;
+      rescan();
+    });
+  }, wec);
+  if (wec) watcher_.reset();  // the timer alone then notices changes
+  if (acceptor_.is_open()) accept();
+  for (auto& d : dialers_) dial(*d);
+  rescan();
+  arm_rescan();
+}
+
+void bridge::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  rescan_timer_.cancel();
+  if (watcher_) watcher_->close();
+  for (auto& d : dialers_) d->timer->cancel();
+  for (auto& l : std::vector(links_)) l->close("bridge stopping");
+  for (auto& [topic, r] : routes_) {
+    {
+      std::lock_guard lock(r->mutex);
+      r->links.clear();
+    }
+    if (r->subscription) r->subscription->close();
+  }
+  routes_.clear();
+  for (auto& l : links_)
+    for (auto& [id, in] : l->inbound)
+      if (in.publisher) in.publisher->close(std::chrono::milliseconds(200));
+  links_.clear();
+  registration_.reset();
+}
+
+void bridge::accept() {
+  acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
+    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      boost::system::error_code rec;
+      const auto remote = socket.remote_endpoint(rec);
+      const std::string peer = rec ? "unknown peer" : remote.address().to_string() + ":" + std::to_string(remote.port());
+      if (links_.size() >= options_.max_links) {
+        ++refused_;
+        log_line(log_level::warn, "bridge: refusing " + peer + ": already " + std::to_string(links_.size()) + " links");
+      } else {
+        make_link(std::move(socket), false, peer, std::make_shared<link_counters>())->start();
+      }
+    } else {
+      log_line(log_level::warn, "bridge: accept failed: " + ec.message());
+    }
+    accept();
+  });
+}
+
+std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const std::string& peer,
+                                        std::shared_ptr<link_counters> counters) {
+  link::hooks h;
+  h.check_hello = [this](link& l, const BridgeHello& hello) { return check_hello(l, hello); };
+  h.on_up = [this](const std::shared_ptr<link>& l) { on_up(l); };
+  h.on_record = [this](const std::shared_ptr<link>& l, BridgeRecord& r) { on_record(l, r); };
+  h.on_closed = [this](const std::shared_ptr<link>& l) { on_closed(l); };
+  auto l = std::make_shared<link>(io_, tls_stream(std::move(socket), tls_context_), tls_, dialed, peer, hello_,
+                                  options_.token, options_.limits, std::move(counters), std::move(h));
+  links_.push_back(l);
+  return l;
+}
+
+void bridge::dial(dialer& d) {
+  if (stopped_) return;
+  // A link to that bus exists already (it dialed us): keep it, look again later.
+  if (d.peer_bus != 0 && std::any_of(links_.begin(), links_.end(), [&](const auto& l) {
+        return l->current_state() == link::state::up && l->peer_bus() == d.peer_bus;
+      })) {
+    d.state = "up (peer's link)";
+    d.backoff = options_.backoff_max;
+    d.timer->expires_after(d.backoff);
+    d.timer->async_wait([this, &d](const boost::system::error_code& ec) {
+      if (!ec) dial(d);
+    });
+    return;
+  }
+  d.state = "connecting";
+  auto socket = std::make_shared<tcp::socket>(io_);
+  socket->async_connect(d.endpoint, [this, &d, socket](const boost::system::error_code& ec) {
+    if (stopped_) return;
+    if (ec) {
+      d.last_error = "connect: " + ec.message();
+      return retry_later(d);
+    }
+    d.state = "handshaking";
+    d.current = make_link(std::move(*socket), true, d.uri, d.counters);
+    d.current->start();
+  });
+}
+
+void bridge::retry_later(dialer& d) {
+  d.current.reset();
+  d.state = "backoff";
+  // Exponential, with jitter so that bridges that lost each other at once do not redial in step.
+  d.backoff = d.backoff.count() == 0 ? options_.backoff_min : std::min(d.backoff * 2, options_.backoff_max);
+  static thread_local std::minstd_rand rng(std::random_device{}());
+  const auto jitter = std::uniform_int_distribution<long>(0, d.backoff.count() / 4)(rng);
+  d.timer->expires_after(d.backoff + std::chrono::milliseconds(jitter));
+  d.timer->async_wait([this, &d](const boost::system::error_code& ec) {
+    if (!ec) dial(d);
+  });
+}
+
+std::string bridge::check_hello(link& l, const BridgeHello& hello) {
+  // The link checked the version and the proof of the token already.
+  if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + hello.name() + ")";
+  for (auto& d : dialers_)
+    if (d->current.get() == &l) {
+      d->peer_bus = hello.bus_id();
+      d->peer_name = hello.name();
+    }
+  // One link per pair of buses. When both dialed, both sides keep the link
+  // dialed by the bus with the smaller id, so they agree without talking.
+  const std::uint64_t dialer_of_new = l.dialed() ? bus_id_ : hello.bus_id();
+  for (auto& other : links_) {
+    if (other.get() == &l || other->current_state() != link::state::up || other->peer_bus() != hello.bus_id())
+      continue;
+    const std::uint64_t dialer_of_old = other->dialed() ? bus_id_ : hello.bus_id();
+    if (dialer_of_new < dialer_of_old) {
+      other->close("replaced by the link dialed by the other side");
+      break;
+    }
+    return "a link between these buses exists already";
+  }
+  if (!l.dialed()) {  // counted per peer bus, across its reconnects
+    if (accepted_.size() >= 4 * options_.max_links && !accepted_.count(hello.bus_id()))
+      std::erase_if(accepted_, [&](const auto& e) {  // bounded: forget peers that are not connected
+        return std::none_of(links_.begin(), links_.end(), [&](const auto& o) { return o->peer_bus() == e.first; });
+      });
+    auto& p = accepted_[hello.bus_id()];
+    p.address = l.peer();
+    p.name = hello.name().substr(0, 200);
+    l.adopt_counters(p.counters);
+  }
+  return {};
+}
+
+void bridge::on_up(const std::shared_ptr<link>& l) {
+  log_line(log_level::info, "bridge: link up with " + l->peer_name() + " (" + l->peer() + ")");
+  for (auto& d : dialers_)
+    if (d->current == l) {
+      if (d->was_up) d->counters->reconnects.fetch_add(1, std::memory_order_relaxed);
+      d->was_up = true;
+      d->backoff = std::chrono::milliseconds(0);
+      d->state = "up";
+      d->last_error.clear();
+    }
+  if (!l->dialed()) {
+    auto& p = accepted_[l->peer_bus()];
+    if (p.was_up) p.counters->reconnects.fetch_add(1, std::memory_order_relaxed);
+    p.was_up = true;
+    p.last_error.clear();
+  }
+  BridgeRecord r;
+  for (const auto& p : interest_) r.mutable_interest()->add_patterns(p);
+  r.mutable_interest();
+  l->push_control(r);
+}
+
+void bridge::on_closed(const std::shared_ptr<link>& l) {
+  std::erase(links_, l);
+  if (l->refused_handshake()) ++refused_;  // wrong version or token, a duplicate, no hello first
+  if (l->malformed()) {
+    ++bad_records_;
+    if (!l->was_up()) ++refused_;  // garbage instead of a hello
+  }
+  if (!l->close_reason().empty() && l->close_reason() != "bridge stopping")
+    log_line(log_level::info, "bridge: link with " + (l->peer_name().empty() ? l->peer() : l->peer_name()) +
+                                  " ended: " + l->close_reason());
+  for (auto& [topic, r] : routes_) {
+    std::lock_guard lock(r->mutex);
+    std::erase(r->links, l);
+  }
+  for (auto& [id, in] : l->inbound)
+    if (in.publisher) in.publisher->close(std::chrono::milliseconds(100));
+  l->inbound.clear();
+  if (!l->dialed() && l->was_up())
+    if (auto it = accepted_.find(l->peer_bus()); it != accepted_.end()) it->second.last_error = l->close_reason();
+  if (stopped_) return;
+  for (auto& d : dialers_)
+    if (d->current == l) {
+      d->last_error = l->close_reason();
+      retry_later(*d);
+    }
+  update_routes(last_listing_);
+}
+
+void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
+  if (r.has_data()) return on_data(*l, r.data());
+  if (r.has_topic()) return on_topic(*l, r.topic());
+  if (r.has_interest()) {
+    std::vector<std::string> patterns;
+    for (const auto& p : r.interest().patterns()) {
+      if (patterns.size() >= options_.max_topics_per_link) {
+        if (!l->interest_cut_logged)
+          log_line(log_level::warn, "bridge: " + l->peer_name() + " is interested in more than " +
+                                        std::to_string(options_.max_topics_per_link) +
+                                        " patterns; the rest are ignored");
+        l->interest_cut_logged = true;
+        break;
+      }
+      if (!validate_pattern(p)) patterns.push_back(p);  // a bad one could match nothing anyway
+    }
+    l->peer_interest = std::move(patterns);
+    update_routes(last_listing_);
+    return;
+  }
+  ++bad_records_;
+  l->close("unknown record from the peer");
+}
+
+std::size_t bridge::local_subscribers_for(const std::string& topic) const {
+  const int self = ::getpid();
+  return static_cast<std::size_t>(std::count_if(last_listing_.begin(), last_listing_.end(), [&](const auto& p) {
+    return p.info.role() == ROLE_SUBSCRIBER && p.info.pid() != self && topic_matches(p.info.topic(), topic);
+  }));
+}
+
+void bridge::on_topic(link& l, const BridgeTopic& t) {
+  if (l.inbound.count(t.id())) return l.close("topic id " + std::to_string(t.id()) + " announced twice");
+  if (l.inbound.size() >= options_.max_topics_per_link)
+    return l.close("more than " + std::to_string(options_.max_topics_per_link) + " topics");
+  link::inbound_topic in;
+  in.topic = t.topic();
+  // A peer sends only what our subscribers asked for: a topic none of our
+  // interest patterns matches makes no publisher here (its frames are counted
+  // as dropped), so a peer cannot create resources at will.
+  if (!matches_any(interest_, t.topic())) {
+    ++bad_records_;
+    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + t.topic().substr(0, 300) +
+                                  "' that no subscriber here asked for: not republished");
+    l.inbound.emplace(t.id(), std::move(in));
+    return;
+  }
+  // The type's descriptors go into our registry entry, so tools here decode
+  // the topic as they would a local one. A set that does not build is logged
+  // and the topic carried without them.
+  google::protobuf::DescriptorPool pool;
+  const google::protobuf::Descriptor* descriptor = nullptr;
+  if (!t.type_name().empty()) {
+    bool built = true;
+    for (const auto& file : t.descriptors().file()) built = built && pool.BuildFile(file) != nullptr;
+    descriptor = built ? pool.FindMessageTypeByName(t.type_name()) : nullptr;
+    if (!descriptor)
+      log_line(log_level::warn, "bridge: topic '" + t.topic() + "' from " + l.peer_name() +
+                                    ": no usable descriptors for " + t.type_name());
+  }
+  std::error_code ec;
+  if (descriptor) {
+    in.publisher = detail::publisher_core::create(bus_.state(), t.topic(), t.type_name(), descriptor, ec);
+  } else {
+    in.publisher = detail::publisher_core::create(bus_.state(), t.topic(), t.type_name(), nullptr, ec);
+  }
+  if (ec) {
+    log_line(log_level::warn, "bridge: cannot republish topic '" + t.topic().substr(0, 300) + "' from " +
+                                  l.peer_name() + ": " + Bus::describe_failure("advertise", t.topic(), ec));
+    in.publisher.reset();
+  } else {
+    // The peer sends only what our subscribers asked for: give them a moment
+    // to attach, or the first frames would reach nobody.
+    in.publisher->wait_for_subscribers(local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
+  }
+  l.inbound.emplace(t.id(), std::move(in));
+}
+
+void bridge::on_data(link& l, const BridgeData& d) {
+  const auto it = l.inbound.find(d.topic_id());
+  if (it == l.inbound.end()) {
+    ++bad_records_;
+    return l.close("data for topic id " + std::to_string(d.topic_id()) + " never announced");
+  }
+  frame_view frame;
+  if (decode_frame(d.frame(), frame)) {
+    ++bad_records_;
+    return l.close("malformed frame on topic '" + it->second.topic + "'");
+  }
+  // Loops: never republish what started here or went round too often.
+  if (!it->second.publisher || frame.header.origin_host == bus_id_ || frame.header.hop_count + 1 > options_.max_hops) {
+    l.counters().dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (it->second.publisher->publish_forwarded(frame.header, frame.payload))
+    l.counters().dropped.fetch_add(1, std::memory_order_relaxed);  // timed out or too large: counted by the publisher too
+}
+
+void bridge::arm_rescan() {
+  rescan_timer_.expires_after(options_.rescan);
+  rescan_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopped_) return;
+    rescan();
+    arm_rescan();
+  });
+}
+
+void bridge::rescan() {
+  if (stopped_) return;
+  last_listing_ = list_participants(bus_.domain_directory());
+  const int self = ::getpid();
+  std::set<std::string> patterns;
+  for (const auto& p : last_listing_)
+    if (p.info.role() == ROLE_SUBSCRIBER && p.info.pid() != self) patterns.insert(p.info.topic());
+  std::vector<std::string> interest(patterns.begin(), patterns.end());
+  if (interest != interest_) {
+    interest_ = std::move(interest);
+    BridgeRecord r;
+    r.mutable_interest();
+    for (const auto& p : interest_) r.mutable_interest()->add_patterns(p);
+    for (auto& l : links_)
+      if (l->current_state() == link::state::up) l->push_control(r);
+  }
+  update_routes(last_listing_);
+  publish_status();
+}
+
+void bridge::update_routes(const std::vector<participant_record>& participants) {
+  if (stopped_) return;
+  const int self = ::getpid();
+  std::map<std::string, const Participant*> topics;  // exported local topics with a publisher here
+  for (const auto& p : participants)
+    if (p.info.role() == ROLE_PUBLISHER && p.info.pid() != self && matches_any(options_.exports, p.info.topic()))
+      topics.try_emplace(p.info.topic(), &p.info);
+  // Close routes nobody wants any more.
+  for (auto it = routes_.begin(); it != routes_.end();) {
+    std::vector<std::shared_ptr<link>> wanted;
+    if (topics.count(it->first))
+      for (auto& l : links_)
+        if (l->current_state() == link::state::up && matches_any(l->peer_interest, it->first)) wanted.push_back(l);
+    if (wanted.empty()) {
+      {
+        std::lock_guard lock(it->second->mutex);
+        it->second->links.clear();
+      }
+      it->second->subscription->close();
+      it = routes_.erase(it);
+      continue;
+    }
+    std::lock_guard lock(it->second->mutex);
+    it->second->links = std::move(wanted);
+    ++it;
+  }
+  const auto cfg = bus_.configuration();
+  for (const auto& [topic, info] : topics) {
+    if (routes_.count(topic)) continue;
+    std::vector<std::shared_ptr<link>> wanted;
+    for (auto& l : links_)
+      if (l->current_state() == link::state::up && matches_any(l->peer_interest, topic)) wanted.push_back(l);
+    if (wanted.empty()) continue;
+    auto r = std::make_shared<route>();
+    r->info.topic = topic;
+    r->info.type_name = info->type_name();
+    r->info.descriptors = info->descriptors();
+    r->info.qos = from_proto(info->qos());
+    r->info.timeout = cfg.settings_for(topic).publish_timeout;
+    r->links = std::move(wanted);
+    const std::uint64_t here = bus_id_;
+    std::weak_ptr<route> weak = r;
+    // Runs on the bus's io thread. Only frames that entered the bus here are
+    // forwarded: what a peer bridge republished came from elsewhere.
+    auto handler = [weak, here](const frame_view& f, const MessageInfo&) {
+      auto route = weak.lock();
+      if (!route || f.header.origin_host != here || f.header.hop_count != 0) return true;
+      std::vector<std::shared_ptr<link>> targets;
+      {
+        std::lock_guard lock(route->mutex);
+        targets = route->links;
+      }
+      for (auto& l : targets)  // a link that closed meanwhile does not carry it: a drop too
+        if (l->push_data(route->info, f) == link::push_result::closed)
+          l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    };
+    std::error_code ec;
+    // Not from our own republishers of the same topic: what they publish came
+    // from a peer and would only bounce back here (and, reliable, wait on us).
+    r->subscription = detail::subscriber_core::create(bus_.state(), topic, "", handler, ec, ::getpid());
+    if (ec) {
+      log_line(log_level::warn, "bridge: cannot subscribe to '" + topic + "': " + ec.message());
+      continue;
+    }
+    routes_.emplace(topic, std::move(r));
+  }
+}
+
+void bridge::publish_status() {
+  if (!registration_) return;
+  auto* status = entry_.mutable_bridge();
+  status->clear_links();
+  const auto add = [&](const std::string& peer, const std::string& name, const std::string& state,
+                       const link_counters& c, std::size_t queued, const std::string& error) {
+    auto* s = status->add_links();
+    s->set_peer(peer);
+    s->set_peer_name(name);
+    s->set_state(state);
+    s->set_sent(c.sent);
+    s->set_received(c.received);
+    s->set_dropped(c.dropped);
+    s->set_reconnects(c.reconnects);
+    s->set_bytes_sent(c.bytes_sent);
+    s->set_bytes_received(c.bytes_received);
+    s->set_queued_bytes(queued);
+    s->set_last_error(error);
+  };
+  for (const auto& d : dialers_) {
+    const bool up = d->current && d->current->current_state() == link::state::up;
+    add(d->uri, d->peer_name, d->state, *d->counters, up ? d->current->queued_bytes() : 0, d->last_error);
+  }
+  // Peers that dialed us, one row per bus with counters kept across its
+  // reconnects (totals never go backwards), then connections still in their handshake.
+  for (const auto& [bus, p] : accepted_) {
+    const auto it = std::find_if(links_.begin(), links_.end(), [&, bus = bus](const auto& l) {
+      return !l->dialed() && l->current_state() == link::state::up && l->peer_bus() == bus;
+    });
+    const bool up = it != links_.end();
+    add(p.address, p.name, up ? "up" : "down", *p.counters, up ? (*it)->queued_bytes() : 0, p.last_error);
+  }
+  for (const auto& l : links_)
+    if (!l->dialed() && l->current_state() != link::state::up)
+      add(l->peer(), l->peer_name(), "handshaking", l->counters(), l->queued_bytes(), "");
+  status->set_refused(refused_);
+  status->set_bad_records(bad_records_);
+  std::string bytes;
+  entry_.SerializeToString(&bytes);
+  const auto now = std::chrono::steady_clock::now();
+  // At most about once a second: every rewrite wakes every watcher of the directory.
+  if (bytes == last_status_ || now - last_status_time_ < std::chrono::milliseconds(900)) return;
+  last_status_ = std::move(bytes);
+  last_status_time_ = now;
+  std::error_code ec;
+  registration_->update(entry_, ec);
+  if (ec) log_line(log_level::warn, "bridge: cannot update the status in the registry: " + ec.message());
+}
+
+}  // namespace ipcbus::bridge

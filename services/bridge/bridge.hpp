@@ -1,0 +1,140 @@
+// ipcbus::bridge::bridge — carries topics between this bus and peer buses over TCP.
+//
+// It joins the local bus (a Bus with its own io thread), listens for peers
+// and/or dials them, and keeps one link per peer bus. Each side tells the
+// other which patterns its local subscribers use (interest); a bridge
+// subscribes to a local topic only while the topic is exported and some peer
+// is interested, and forwards only frames that entered the bus here (origin =
+// this bus, no hop yet). The receiving bridge republishes them through a
+// publisher of its own, keeping the origin and counting the hop. Forwarding
+// nothing that came from elsewhere is what keeps any peer graph free of loops
+// and a full mesh free of duplicates; the hop limit is a second guard.
+//
+// Thread-safety: construct, start() and stop() on the thread that runs `io`;
+// everything runs on that thread except subscriber callbacks (the bus's thread).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bridge_link.hpp"
+#include "ipcbus/bus.hpp"
+#include "ipcbus/detail/subscriber_core.hpp"
+#include "ipcbus/registry.hpp"
+
+namespace ipcbus::bridge {
+
+struct bridge_options {
+  std::string listen;                 // tcp://HOST:PORT; empty: do not listen
+  std::vector<std::string> peers;     // tcp://HOST:PORT to dial
+  std::vector<std::string> exports;   // patterns of local topics offered to peers
+  std::string token;                  // shared secret; both sides must have the same
+  std::string tls_cert, tls_key, tls_ca;  // all three, or none (plain TCP)
+  std::chrono::milliseconds backoff_min{100}, backoff_max{2000};
+  std::chrono::milliseconds rescan{200};  // registry poll, besides inotify
+  std::uint32_t max_hops = 4;
+  std::size_t max_links = 64;         // connections at once, handshaking included
+  std::size_t max_topics_per_link = 1024;
+  link_limits limits;
+};
+
+class bridge {
+ public:
+  bridge(boost::asio::io_context& io, Bus& bus, bridge_options options);
+  ~bridge();
+  // Sets up TLS, the listener, the registry entry and starts dialing.
+  // Errors: invalid_argument (a bad URI, TLS files), or the socket's error; `why` says which.
+  void start(std::error_code& ec, std::string& why);
+  // Closes every link, subscription and republishing publisher.
+  void stop();
+  // The port actually listened on (for tcp://...:0).
+  unsigned short listen_port() const;
+
+ private:
+  struct dialer {
+    std::string uri;
+    boost::asio::ip::tcp::endpoint endpoint;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+    std::chrono::milliseconds backoff{0};
+    std::shared_ptr<link> current;
+    std::shared_ptr<link_counters> counters = std::make_shared<link_counters>();
+    std::uint64_t peer_bus = 0;  // learned from the last hello; 0: unknown
+    std::string peer_name;
+    std::string state = "connecting";
+    std::string last_error;
+    bool was_up = false;
+  };
+  // A peer that dialed us, by its bus id: its counters outlive each connection.
+  struct accepted_peer {
+    std::shared_ptr<link_counters> counters = std::make_shared<link_counters>();
+    std::string address;  // where it came from last
+    std::string name;
+    std::string last_error;
+    bool was_up = false;
+  };
+  // A local topic being forwarded: the subscription and the links that want it.
+  struct route {
+    topic_info info;
+    std::mutex mutex;
+    std::vector<std::shared_ptr<link>> links;  // guarded by mutex
+    std::shared_ptr<detail::subscriber_core> subscription;
+  };
+
+  void accept();
+  void dial(dialer& d);
+  void retry_later(dialer& d);
+  std::shared_ptr<link> make_link(boost::asio::ip::tcp::socket socket, bool dialed, const std::string& peer,
+                                  std::shared_ptr<link_counters> counters);
+  std::string check_hello(link& l, const BridgeHello& hello);
+  void on_up(const std::shared_ptr<link>& l);
+  void on_record(const std::shared_ptr<link>& l, BridgeRecord& r);
+  void on_closed(const std::shared_ptr<link>& l);
+  void on_topic(link& l, const BridgeTopic& t);
+  void on_data(link& l, const BridgeData& d);
+  // Reads the registry: our interest, and which local topics to forward to whom.
+  void rescan();
+  void update_routes(const std::vector<participant_record>& participants);
+  void arm_rescan();
+  void publish_status();
+  std::size_t local_subscribers_for(const std::string& topic) const;
+
+  boost::asio::io_context& io_;
+  Bus& bus_;
+  bridge_options options_;
+  std::uint64_t bus_id_;
+  BridgeHello hello_;
+  boost::asio::ssl::context tls_context_;
+  bool tls_ = false;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::vector<std::unique_ptr<dialer>> dialers_;
+  std::map<std::uint64_t, accepted_peer> accepted_;
+  std::vector<std::shared_ptr<link>> links_;  // handshaking and up
+  std::vector<std::string> interest_;         // what our local subscribers listen to
+  std::vector<participant_record> last_listing_;
+  std::map<std::string, std::shared_ptr<route>> routes_;
+  std::unique_ptr<directory_watcher> watcher_;
+  boost::asio::steady_timer rescan_timer_;
+  bool rescan_posted_ = false;
+  std::unique_ptr<registration> registration_;
+  Participant entry_;
+  std::string last_status_;
+  std::chrono::steady_clock::time_point last_status_time_;
+  std::uint64_t refused_ = 0, bad_records_ = 0;
+  bool stopped_ = false;
+};
+
+// Parses "tcp://HOST:PORT" (HOST a name or an address; [v6] in brackets).
+std::optional<std::pair<std::string, unsigned short>> parse_tcp_uri(const std::string& uri);
+
+}  // namespace ipcbus::bridge

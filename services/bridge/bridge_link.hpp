@@ -1,0 +1,184 @@
+// One TCP connection between two ipcbus-bridge processes (optionally TLS).
+//
+// A link says hello (version, bus id, a fresh nonce; never the token), then
+// proves it knows the token with an HMAC over the peer's nonce: the dialer
+// first, the accepting side only once the dialer's proof checked out. It then
+// asks the bridge (duplicates, itself) and carries records both ways: interest, topic
+// announcements, data and pings. Outgoing records wait in a bounded queue
+// that the topic's QoS governs (see push_data); the writer sends everything
+// queued in one write (batching), on a socket with TCP_NODELAY.
+//
+// Thread-safety: push_data() and counters from any thread (the bus's io thread
+// calls them from subscriber callbacks); everything else on the bridge's io thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bridge_wire.hpp"
+#include "ipcbus/config.hpp"
+#include "ipcbus/detail/publisher_core.hpp"
+
+namespace ipcbus::bridge {
+
+// Counters of one peer; a dialer keeps the same ones across reconnects.
+struct link_counters {
+  std::atomic<std::uint64_t> sent{0}, received{0}, dropped{0}, reconnects{0};
+  std::atomic<std::uint64_t> bytes_sent{0}, bytes_received{0};
+};
+
+// What a local topic is forwarded as: filled from the publisher's registry entry.
+struct topic_info {
+  std::string topic;
+  std::string type_name;
+  google::protobuf::FileDescriptorSet descriptors;
+  qos_policy qos = qos_policy::reliable;
+  std::chrono::milliseconds timeout{1000};  // how long a reliable frame waits for queue room
+};
+
+struct link_limits {
+  std::size_t queue_bytes = 8u << 20;     // queued for the peer, data and control
+  std::size_t queue_records = 4096;
+  std::size_t max_record = 64u << 20;     // after the hello
+  std::size_t hello_record = 4096;        // before it: a stranger gets no more
+  std::chrono::milliseconds heartbeat{500};
+  std::chrono::milliseconds timeout{3000};  // nothing heard for this long: the link is dead
+};
+
+using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+
+class link : public std::enable_shared_from_this<link> {
+ public:
+  struct hooks {
+    // The peer's hello, once its version and proof of the token checked out:
+    // an empty string accepts it, else the reason to refuse.
+    std::function<std::string(link&, const BridgeHello&)> check_hello;
+    std::function<void(const std::shared_ptr<link>&)> on_up;
+    std::function<void(const std::shared_ptr<link>&, BridgeRecord&)> on_record;
+    std::function<void(const std::shared_ptr<link>&)> on_closed;
+  };
+  enum class state { handshaking, up, closed };
+
+  // `tls` false: the stream's TCP socket is used as it is.
+  link(boost::asio::io_context& io, tls_stream stream, bool tls, bool dialed, std::string peer,
+       BridgeHello own_hello, std::string token, link_limits limits, std::shared_ptr<link_counters> counters, hooks h);
+  ~link();
+
+  void start();
+  // Closes at once; on_closed runs later on the io thread. Idempotent.
+  void close(const std::string& why);
+  // Sends a refusal with `why`, then closes.
+  void refuse(const std::string& why);
+  // Queues a control record (hello, proof, refusal, interest): never dropped.
+  // An interest record replaces one still queued (only the latest set
+  // matters), so the control records queued stay bounded.
+  void push_control(const BridgeRecord& record);
+
+  enum class push_result { queued, dropped, closed };
+  // Queues one frame of `t` (announcing the topic first on this link). When the
+  // queue is full: reliable waits up to t.timeout for room, then drops;
+  // drop_newest drops this frame; drop_oldest drops the oldest queued frame.
+  // Every drop is counted. Blocks only for reliable topics. Any thread.
+  push_result push_data(const topic_info& t, const frame_view& frame);
+
+  state current_state() const { return state_.load(); }
+  bool dialed() const { return dialed_; }
+  const std::string& peer() const { return peer_; }
+  // From the peer's hello (valid once up).
+  std::uint64_t peer_bus() const { return peer_bus_; }
+  const std::string& peer_name() const { return peer_name_; }
+  const std::string& close_reason() const { return close_reason_; }
+  // The peer sent bytes that are not records (or too large ones).
+  bool malformed() const { return malformed_; }
+  bool was_up() const { return was_up_; }
+  // This side refused the peer during the handshake (version, token, duplicate, ...).
+  bool refused_handshake() const { return refused_handshake_; }
+  link_counters& counters() { return *counters_; }
+  // Io thread, before the link is up: count into `kept` from now on (the
+  // accepting side keeps one set per peer bus across reconnects).
+  void adopt_counters(std::shared_ptr<link_counters> kept);
+  bool interest_cut_logged = false;  // io thread: the peer sent more patterns than we take
+  std::size_t queued_bytes() const;
+
+  // Io thread: the peer's interest, and the topics it announced to us.
+  std::vector<std::string> peer_interest;
+  struct inbound_topic {
+    std::string topic;
+    std::shared_ptr<detail::publisher_core> publisher;  // null: refused, frames are counted as dropped
+  };
+  std::unordered_map<std::uint32_t, inbound_topic> inbound;
+
+ private:
+  struct entry {
+    std::string bytes;
+    bool data = false;      // may be dropped by a drop policy
+    bool interest = false;  // replaced by a newer interest record while queued
+  };
+  template <class F> void with_stream(F&& f);
+  void send_hello();
+  void send_proof();
+  void read();
+  void handle(BridgeRecord& record);
+  void kick();  // io thread: write what is queued
+  void schedule_kick();
+  void arm_heartbeat();
+  bool full() const;  // with mutex_ held
+
+  boost::asio::io_context& io_;
+  tls_stream stream_;
+  bool tls_;
+  bool dialed_;
+  std::string peer_;
+  BridgeHello own_hello_;  // with this link's nonce
+  std::string token_;
+  BridgeHello peer_hello_;
+  bool got_hello_ = false;  // handshaking: the peer's hello came, its proof is awaited
+  link_limits limits_;
+  std::shared_ptr<link_counters> counters_;
+  hooks hooks_;
+  std::atomic<state> state_{state::handshaking};
+  std::uint64_t peer_bus_ = 0;
+  std::string peer_name_;
+  std::string close_reason_;
+  bool close_after_flush_ = false;
+  bool malformed_ = false;
+  bool was_up_ = false;
+  bool refused_handshake_ = false;
+
+  record_reader reader_;
+  BridgeRecord record_;  // parsed into again and again
+  std::array<char, 64 * 1024> read_buffer_{};
+  boost::asio::steady_timer heartbeat_;
+  std::chrono::steady_clock::time_point last_heard_;
+  std::chrono::steady_clock::time_point started_;
+
+  mutable std::mutex mutex_;  // guards the queue and the topic ids
+  std::condition_variable room_;
+  std::deque<entry> queue_;
+  std::size_t queue_bytes_ = 0;
+  std::size_t queue_data_ = 0;  // data entries in queue_
+  std::unordered_map<std::string, std::uint32_t> topic_ids_;
+  BridgeRecord scratch_;  // encodes data records, under mutex_
+  std::atomic<bool> kick_posted_{false};
+  bool writing_ = false;  // io thread
+  std::chrono::steady_clock::time_point write_started_;  // io thread, while writing_
+  std::string out_;       // the batch being written (io thread)
+};
+
+}  // namespace ipcbus::bridge

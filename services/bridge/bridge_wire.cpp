@@ -1,0 +1,117 @@
+#include "bridge_wire.hpp"
+
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "ipcbus/frame_codec.hpp"
+
+namespace ipcbus::bridge {
+
+bool record_reader::fail(std::string why) {
+  error_ = std::move(why);
+  buffer_ = std::string{};  // nothing more is read from a broken stream: give the memory back
+  consumed_ = 0;
+  return false;
+}
+
+bool record_reader::feed(std::string_view bytes) {
+  if (!error_.empty()) return false;
+  if (consumed_ > 0) {  // drop what was handed out already, so the buffer does not creep
+    buffer_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  // Check the pending record's prefix before taking more bytes for it: a
+  // 4 GiB length must be refused before anything grows towards it.
+  if (!buffer_.empty()) {
+    std::uint32_t length = 0;
+    std::size_t prefix = 0;
+    const auto st = read_length_prefix(buffer_, length, prefix);
+    if (st == prefix_status::malformed) return fail("malformed record length");
+    if (st == prefix_status::complete && length > max_record_)
+      return fail("record of " + std::to_string(length) + " bytes is over the limit of " +
+                  std::to_string(max_record_));
+  }
+  buffer_.append(bytes.data(), bytes.size());
+  return true;
+}
+
+bool record_reader::next(BridgeRecord& out) {
+  if (!error_.empty()) return false;
+  const std::string_view rest = std::string_view(buffer_).substr(consumed_);
+  if (rest.empty()) return false;
+  std::uint32_t length = 0;
+  std::size_t prefix = 0;
+  switch (read_length_prefix(rest, length, prefix)) {
+    case prefix_status::malformed: return fail("malformed record length");
+    case prefix_status::need_more: return false;
+    case prefix_status::complete: break;
+  }
+  if (length > max_record_)
+    return fail("record of " + std::to_string(length) + " bytes is over the limit of " + std::to_string(max_record_));
+  if (rest.size() - prefix < length) return false;
+  if (!out.ParseFromArray(rest.data() + prefix, static_cast<int>(length)))
+    return fail("record does not parse as ipcbus.BridgeRecord");
+  consumed_ += prefix + length;
+  if (consumed_ == buffer_.size()) {
+    buffer_.clear();  // keeps capacity for the next reads
+    consumed_ = 0;
+  }
+  return true;
+}
+
+std::string make_nonce() {
+  std::string nonce(nonce_size, '\0');
+  std::size_t got = 0;
+  while (got < nonce.size()) {
+    const ssize_t n = ::getrandom(nonce.data() + got, nonce.size() - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      std::random_device rd;  // no getrandom (old kernel): libstdc++ reads /dev/urandom
+      for (; got < nonce.size(); ++got) nonce[got] = static_cast<char>(rd() & 0xff);
+    }
+  }
+  return nonce;
+}
+
+std::string auth_proof(std::string_view token, std::string_view nonce, std::uint64_t bus_id) {
+  std::string message(nonce);
+  for (int i = 0; i < 8; ++i) message.push_back(static_cast<char>((bus_id >> (8 * i)) & 0xff));
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()),
+            reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
+    throw std::runtime_error("HMAC-SHA256 failed");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+bool proof_matches(std::string_view expected, std::string_view received) {
+  if (expected.empty() || expected.size() != received.size()) return false;  // the length is no secret
+  return CRYPTO_memcmp(expected.data(), received.data(), expected.size()) == 0;
+}
+
+void append_record(const BridgeRecord& record, std::string& out) {
+  const std::size_t size = record.ByteSizeLong();
+  std::uint8_t prefix[5];
+  std::size_t n = 0;
+  auto v = static_cast<std::uint32_t>(size);
+  while (v >= 0x80) {
+    prefix[n++] = static_cast<std::uint8_t>(v | 0x80);
+    v >>= 7;
+  }
+  prefix[n++] = static_cast<std::uint8_t>(v);
+  const std::size_t at = out.size();
+  out.resize(at + n + size);
+  std::memcpy(out.data() + at, prefix, n);
+  record.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(out.data() + at + n));
+}
+
+}  // namespace ipcbus::bridge

@@ -1,0 +1,143 @@
+// `ipcbus-bridge`: carries exported topics between this host's bus and peer
+// buses over TCP (docs/bridge.md). Settings come from the configuration's
+// `bridge:` section; command-line flags override them.
+//
+// Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime error, 2 usage error.
+#include <signal.h>
+
+#include <fstream>
+#include <iostream>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <CLI/CLI.hpp>
+
+#include "bridge.hpp"
+#include "ipcbus/log.hpp"
+
+namespace {
+
+struct flags {
+  std::string config_file, domain, runtime_dir, listen, token, token_file, tls_cert, tls_key, tls_ca;
+  std::vector<std::string> peers, exports;
+  bool no_listen = false;
+  unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
+  std::uint64_t queue_bytes = 0;
+  std::string log_level;
+};
+
+int run(const flags& f) {
+  ipcbus::bus_options bo;
+  bo.cfg = f.config_file.empty() ? ipcbus::load_config_from_environment() : ipcbus::load_config_file(f.config_file);
+  bo.domain = f.domain;
+  bo.runtime_dir = f.runtime_dir;
+  const ipcbus::bridge_settings& cfg = bo.cfg->bridge;
+  ipcbus::bridge::bridge_options o;
+  o.listen = f.no_listen ? "" : f.listen.empty() ? cfg.listen : f.listen;
+  o.peers = f.peers.empty() ? cfg.peers : f.peers;
+  o.exports = f.exports.empty() ? cfg.export_patterns : f.exports;
+  o.token = cfg.token;
+  if (!f.token.empty()) o.token = f.token;
+  if (!f.token_file.empty()) {
+    std::ifstream in(f.token_file);
+    if (!in || !std::getline(in, o.token)) {
+      std::cerr << "ipcbus-bridge: cannot read the token from " << f.token_file << '\n';
+      return 1;
+    }
+  }
+  o.tls_cert = f.tls_cert.empty() ? cfg.tls_cert : f.tls_cert;
+  o.tls_key = f.tls_key.empty() ? cfg.tls_key : f.tls_key;
+  o.tls_ca = f.tls_ca.empty() ? cfg.tls_ca : f.tls_ca;
+  if (f.backoff_max_ms) o.backoff_max = std::chrono::milliseconds(f.backoff_max_ms);
+  if (f.heartbeat_ms) o.limits.heartbeat = std::chrono::milliseconds(f.heartbeat_ms);
+  if (f.link_timeout_ms) o.limits.timeout = std::chrono::milliseconds(f.link_timeout_ms);
+  if (f.max_hops) o.max_hops = f.max_hops;
+  if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
+  // A frame is at most the largest max_message of any rule plus its header;
+  // a record carrying it a little more.
+  std::uint64_t largest = bo.cfg->defaults.max_message;
+  for (const auto& rule : bo.cfg->topics) largest = std::max(largest, rule.settings.max_message);
+  o.limits.max_record = static_cast<std::size_t>(largest) + ipcbus::max_frame_overhead + 64 * 1024;
+  if (o.listen.empty() && o.peers.empty()) {
+    std::cerr << "ipcbus-bridge: nothing to do: no bridge.listen and no bridge.peers (or --listen / --peer)\n";
+    return 2;
+  }
+
+  boost::asio::io_context io;
+  // Signals first, so that a stop during start-up is not lost.
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  ipcbus::Bus bus(bo);
+  ipcbus::bridge::bridge b(io, bus, o);
+  std::error_code ec;
+  std::string why;
+  b.start(ec, why);
+  if (ec) {
+    std::cerr << "ipcbus-bridge: " << why << '\n';
+    return ec == ipcbus::errc::invalid_argument ? 2 : 1;
+  }
+  ipcbus::log_line(ipcbus::log_level::info, "bridge: domain '" + bus.domain() + "' listening on '" + o.listen +
+                                                "', " + std::to_string(o.peers.size()) + " peer(s) to dial");
+  if (!o.listen.empty()) std::cout << "listening " << b.listen_port() << std::endl;  // tests and scripts read it
+  signals.async_wait([&](const boost::system::error_code&, int) {
+    b.stop();
+    io.stop();
+  });
+  io.run();
+  b.stop();
+  bus.shutdown();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"Carry exported topics of this host's bus to peer buses over TCP, and republish what peers send.\n"
+               "Settings come from the configuration's bridge: section; flags override them.\n"
+               "Exit codes: 0 stopped by a signal, 1 runtime error, 2 usage error.",
+               "ipcbus-bridge"};
+  flags f;
+  app.add_option("--config", f.config_file, "Configuration file (default: $IPCBUS_CONFIG, else embedded defaults)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--domain", f.domain, "Bus domain to join (overrides the configuration)");
+  app.add_option("--runtime-dir", f.runtime_dir, "Runtime directory (overrides the configuration)");
+  app.add_option("--listen", f.listen, "Accept peers on tcp://HOST:PORT (port 0: any free port)");
+  app.add_flag("--no-listen", f.no_listen, "Do not listen, only dial");
+  app.add_option("--peer", f.peers, "Dial tcp://HOST:PORT (repeatable)");
+  app.add_option("--export", f.exports, "Offer local topics matching this pattern to peers (repeatable)");
+  app.add_option("--token", f.token, "Shared secret (visible in ps: prefer --token-file or the configuration)");
+  app.add_option("--token-file", f.token_file, "Read the shared secret from the first line of this file");
+  app.add_option("--tls-cert", f.tls_cert, "TLS: this bridge's certificate chain (PEM)");
+  app.add_option("--tls-key", f.tls_key, "TLS: its private key (PEM)");
+  app.add_option("--tls-ca", f.tls_ca, "TLS: CA certificate(s) that peers' certificates must chain to (PEM)");
+  app.add_option("--backoff-max-ms", f.backoff_max_ms, "Longest wait between dial attempts (default 2000)");
+  app.add_option("--heartbeat-ms", f.heartbeat_ms, "Ping interval on an idle link (default 500)");
+  app.add_option("--link-timeout-ms", f.link_timeout_ms, "Close a link after hearing nothing this long (default 3000)");
+  app.add_option("--max-hops", f.max_hops, "Refuse frames that crossed this many bridges (default 4)");
+  app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");
+  app.add_option("--log-level", f.log_level, "error, warn, info or debug (default: $IPCBUS_LOG, else warn)")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "ipcbus-bridge: " << e.what() << "\nRun 'ipcbus-bridge --help' for usage.\n";
+    return 2;
+  }
+  if (!f.log_level.empty()) {
+    using ipcbus::log_level;
+    ipcbus::set_log_level(f.log_level == "error" ? log_level::error
+                          : f.log_level == "warn" ? log_level::warn
+                          : f.log_level == "info" ? log_level::info
+                                                  : log_level::debug);
+  }
+  try {
+    return run(f);
+  } catch (const ipcbus::config_error& e) {
+    std::cerr << "ipcbus-bridge: " << e.what() << '\n';
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "ipcbus-bridge: " << e.what() << '\n';
+    return 1;
+  }
+}

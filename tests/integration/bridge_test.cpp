@@ -1,0 +1,772 @@
+// ipcbus-bridge between buses in different domains of this host, over
+// 127.0.0.1: every bus lives in this test process (a Bus per domain), every
+// bridge is a real ipcbus-bridge process. Peers that misbehave are played by
+// raw sockets here.
+#define BOOST_TEST_MODULE bridge
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "bridge_wire.hpp"
+#include "ipcbus/registry.hpp"
+#include "ipcbus/stats_block.hpp"
+#include "ipcbus/frame_codec.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ipcbus::test::built_program;
+using ipcbus::test::child_process;
+using ipcbus::test::eventually;
+using ipcbus::test::Sample;
+using ipcbus::test::scratch_domain;
+
+std::string uri(unsigned short port) { return "tcp://127.0.0.1:" + std::to_string(port); }
+
+// Indices a subscriber received, each with how often.
+struct tally {
+  std::mutex mutex;
+  std::map<std::uint64_t, int> seen;
+  std::vector<ipcbus::MessageInfo> infos;
+  void add(const Sample& s, const ipcbus::MessageInfo& info) {
+    std::lock_guard lock(mutex);
+    ++seen[s.index()];
+    if (infos.size() < 4) infos.push_back(info);
+  }
+  int count(std::uint64_t index) {
+    std::lock_guard lock(mutex);
+    auto it = seen.find(index);
+    return it == seen.end() ? 0 : it->second;
+  }
+  bool empty() {
+    std::lock_guard lock(mutex);
+    return seen.empty();
+  }
+  bool has_any_at_or_above(std::uint64_t from) {
+    std::lock_guard lock(mutex);
+    return seen.lower_bound(from) != seen.end();
+  }
+};
+
+constexpr std::uint64_t probe_base = 1'000'000'000;
+
+// One bus (domain) of the test and its bridge.
+struct site {
+  explicit site(const std::string& name, const std::string& token = "s3cret", const std::string& exports = "[\"#\"]")
+      : domain(name + "-" + std::to_string(::getpid())) {
+    config = domain.write_config("bridge: { token: \"" + token + "\", export: " + exports + " }\n");
+    bus = std::make_unique<ipcbus::Bus>(domain.options());
+  }
+  // Starts (or restarts) the bridge, dialing `peers`. The first start listens
+  // on port 0 and takes the port the bridge prints (no race for a free port);
+  // a restart listens on that same port again.
+  void start_bridge(const std::vector<unsigned short>& peers, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--config", config.string(), "--listen", uri(port), "--backoff-max-ms", "300"};
+    for (auto p : peers) {
+      args.push_back("--peer");
+      args.push_back(uri(p));
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    bridge.reset();
+    bridge = std::make_unique<child_process>(built_program("ipcbus-bridge"), args);
+    BOOST_REQUIRE(eventually([&] { return bridge->output().find("listening ") != std::string::npos; }, 10s));
+    const std::string out = bridge->output();
+    const auto at = out.find("listening ") + std::string("listening ").size();
+    const unsigned long printed = std::stoul(out.substr(at, out.find_first_not_of("0123456789", at) - at));
+    BOOST_REQUIRE(printed > 0 && printed < 65536 && (port == 0 || port == printed));
+    port = static_cast<unsigned short>(printed);
+  }
+  std::optional<ipcbus::BridgeStatus> status() const {
+    for (const auto& p : ipcbus::list_participants(domain.domain_dir()))
+      if (p.info.role() == ipcbus::ROLE_BRIDGE) return p.info.bridge();
+    return std::nullopt;
+  }
+  std::size_t links_up() const {
+    const auto s = status();
+    std::size_t n = 0;
+    if (s)
+      for (const auto& l : s->links()) n += l.state() == "up";
+    return n;
+  }
+  scratch_domain domain;
+  unsigned short port = 0;  // 0 until the bridge first said where it listens
+  std::filesystem::path config;
+  std::unique_ptr<ipcbus::Bus> bus;
+  std::unique_ptr<child_process> bridge;
+};
+
+// Publishes probes until every tally saw one: the whole path (interest,
+// subscription, link, republisher, local subscriber) is then in place.
+void wait_until_flowing(ipcbus::Publisher<Sample>& pub, std::vector<tally*> tallies, std::uint64_t& probe) {
+  const std::uint64_t first = probe_base + probe;  // probes of an earlier call do not count
+  const bool ok = eventually(
+      [&] {
+        pub.publish(ipcbus::test::make_sample(probe_base + probe++, 8));
+        std::this_thread::sleep_for(20ms);
+        return std::all_of(tallies.begin(), tallies.end(), [&](tally* t) { return t->has_any_at_or_above(first); });
+      },
+      20s);
+  BOOST_REQUIRE_MESSAGE(ok, "no probe crossed the bridge");
+}
+
+// Publishes indices [from, to) and waits until every tally has each one.
+void send_and_expect(ipcbus::Publisher<Sample>& pub, std::vector<tally*> tallies, std::uint64_t from, std::uint64_t to) {
+  for (auto i = from; i < to; ++i) pub.publish(ipcbus::test::make_sample(i, 32));
+  for (tally* t : tallies) {
+    const bool all = eventually(
+        [&] {
+          for (auto i = from; i < to; ++i)
+            if (t->count(i) == 0) return false;
+          return true;
+        },
+        10s);
+    std::size_t missing = 0;
+    for (auto i = from; i < to; ++i) missing += t->count(i) == 0;
+    BOOST_TEST(all, missing << " of [" << from << ", " << to << ") missing");
+  }
+}
+
+std::string status_text(const site& s) {
+  const auto st = s.status();
+  return st ? st->ShortDebugString() : "(no bridge entry)";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(messages_flow_both_ways_between_two_buses) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b, at_a;
+  auto sub_b = b.bus->subscribe<Sample>("from_a/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sub_a = a.bus->subscribe<Sample>("from_b/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("from_a/x");
+  auto pub_b = b.bus->advertise<Sample>("from_b/y");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_b}, probe);
+  wait_until_flowing(pub_b, {&at_a}, probe);
+  send_and_expect(pub_a, {&at_b}, 1, 501);
+  send_and_expect(pub_b, {&at_a}, 1, 501);
+  for (std::uint64_t i = 1; i < 501; ++i) {
+    BOOST_TEST(at_b.count(i) == 1);
+    BOOST_TEST(at_a.count(i) == 1);
+  }
+  // What crossed keeps where it entered and counts the bridge it crossed.
+  std::lock_guard lock(at_b.mutex);
+  BOOST_REQUIRE(!at_b.infos.empty());
+  BOOST_TEST(at_b.infos.front().hop_count == 1u);
+  BOOST_TEST(at_b.infos.front().origin_host != 0u);
+  BOOST_TEST(at_b.infos.front().origin_host != b.bus->state()->host_id);
+  BOOST_TEST(at_b.infos.front().origin_host == a.bus->state()->host_id);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_message_crosses_intact) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  std::mutex m;
+  std::vector<Sample> got;
+  auto sub = b.bus->subscribe<Sample>("big", [&](const Sample& s, const ipcbus::MessageInfo&) {
+    std::lock_guard lock(m);
+    got.push_back(s);
+  });
+  auto pub = a.bus->advertise<Sample>("big");
+  BOOST_REQUIRE(eventually([&] {
+    pub.publish(ipcbus::test::make_sample(7, 2 << 20));
+    std::this_thread::sleep_for(50ms);
+    std::lock_guard lock(m);
+    return !got.empty();
+  }, 20s));
+  std::lock_guard lock(m);
+  BOOST_TEST(ipcbus::test::sample_matches_index(got.front()));
+}
+
+BOOST_AUTO_TEST_CASE(nothing_is_subscribed_or_sent_that_no_peer_wants) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1 && b.links_up() == 1; }, 10s));
+  auto pub = a.bus->advertise<Sample>("quiet/x");
+  std::this_thread::sleep_for(700ms);
+  // No subscriber on b: a's bridge does not even subscribe locally.
+  BOOST_TEST(pub.subscriber_count() == 0u);
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("quiet/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 1; }, 10s));
+  sub.close();
+  // The interest goes away with the subscriber, and so does the bridge's subscription.
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 0; }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(topics_that_are_not_exported_stay_on_their_bus) {
+  site a("a", "s3cret", "[\"public/#\"]"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally pub_seen, priv_seen;
+  auto s1 = b.bus->subscribe<Sample>("public/x", [&](const Sample& s, const ipcbus::MessageInfo& i) { pub_seen.add(s, i); });
+  auto s2 = b.bus->subscribe<Sample>("private/x", [&](const Sample& s, const ipcbus::MessageInfo& i) { priv_seen.add(s, i); });
+  auto public_pub = a.bus->advertise<Sample>("public/x");
+  auto private_pub = a.bus->advertise<Sample>("private/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(public_pub, {&pub_seen}, probe);
+  for (int i = 0; i < 50; ++i) private_pub.publish(ipcbus::test::make_sample(i, 8));
+  std::this_thread::sleep_for(500ms);
+  BOOST_TEST(priv_seen.empty());
+  BOOST_TEST(private_pub.subscriber_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_full_link_queue_drops_by_the_topics_policy_and_counts_every_drop) {
+  // drop_newest on the sending bus; the receiving bus's rules do not matter here.
+  site a("a"), b("b");
+  a.config = a.domain.write_config(
+      "topics: [ { match: \"d/#\", qos: drop_newest } ]\nbridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.start_bridge({}, {"--queue-bytes", "20000", "--link-timeout-ms", "30000"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options("topics: [ { match: \"d/#\", qos: drop_newest } ]\n"));
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("d/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("d/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // A frozen receiver: the kernel's socket buffers fill, then the link's queue, then drops.
+  b.bridge->signal(SIGSTOP);
+  const auto link_dropped = [&]() -> std::uint64_t {
+    const auto st = a.status();
+    return st && st->links_size() == 1 ? st->links(0).dropped() : 0;
+  };
+  // Publish until the link itself has dropped something: the publisher's own
+  // drop_newest queue may drop first when the bridge's subscription falls behind.
+  std::uint64_t published = 0;
+  const bool link_dropped_some = eventually([&] {
+    for (int k = 0; k < 2000 && published < probe_base - 1; ++k) pub.publish(ipcbus::test::make_sample(++published, 1024));
+    std::this_thread::sleep_for(50ms);
+    return link_dropped() > 0;
+  }, 60s);
+  b.bridge->signal(SIGCONT);
+  BOOST_REQUIRE_MESSAGE(link_dropped_some, status_text(a));
+  const auto received = [&] {
+    std::lock_guard lock(at_b.mutex);
+    return static_cast<std::uint64_t>(std::count_if(at_b.seen.begin(), at_b.seen.end(),
+                                                    [](const auto& e) { return e.first < probe_base; }));
+  };
+  // Everything that was not dropped arrives; what did not arrive was counted,
+  // on the link (its queue) or by the publisher (the bridge's local subscription fell behind).
+  const bool balanced = eventually([&] {
+    return received() + link_dropped() + pub.counters().dropped == published;
+  }, 20s);
+  BOOST_TEST(balanced, "received " << received() << " + link dropped " << link_dropped() << " + publisher dropped "
+                                   << pub.counters().dropped << " != " << published);
+  BOOST_TEST(link_dropped() > 0u, status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("k/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("k/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 101);
+  // a counts what it sent to b (which dialed it) in one row per peer bus.
+  std::uint64_t sent_before = 0;
+  BOOST_REQUIRE(eventually([&] {
+    const auto st = a.status();
+    if (!st || st->links_size() != 1 || st->links(0).sent() < 100) return false;
+    sent_before = st->links(0).sent();
+    return true;
+  }, 10s));
+  // The dialing side first, then the listening side: each is restarted and
+  // the link comes back either way.
+  b.bridge->signal(SIGKILL);
+  b.bridge->wait(5s);
+  b.start_bridge({a.port});
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 101, 201);
+  // Same bus, same row: the totals went on from where they were.
+  BOOST_TEST(eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && st->links(0).state() == "up" && st->links(0).reconnects() >= 1u &&
+           st->links(0).sent() >= sent_before + 100;
+  }, 5s), status_text(a));
+  a.bridge->signal(SIGKILL);
+  a.bridge->wait(5s);
+  a.start_bridge({});
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 201, 301);
+  // b (restarted itself) dialed: its link to a came back once a was restarted.
+  // The status is rewritten about once a second.
+  BOOST_TEST(eventually([&] {
+    const auto st = b.status();
+    return st && st->links_size() == 1 && st->links(0).state() == "up" && st->links(0).reconnects() >= 1u;
+  }, 5s), status_text(b));
+}
+
+BOOST_AUTO_TEST_CASE(a_cut_link_is_noticed_and_reconnects) {
+  site a("a"), b("b");
+  // Short timeouts here only: the freeze must be noticed quickly.
+  const std::vector<std::string> quick{"--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+  a.start_bridge({}, quick);
+  b.start_bridge({a.port}, quick);
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("c/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("c/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // A frozen peer says nothing: after the link timeout a's side gives up on it.
+  a.bridge->signal(SIGSTOP);
+  BOOST_TEST(eventually([&] { return b.links_up() == 0; }, 10s), status_text(b));
+  a.bridge->signal(SIGCONT);
+  BOOST_TEST(eventually([&] { return b.links_up() == 1 && a.links_up() == 1; }, 10s), status_text(b));
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 101);
+}
+
+BOOST_AUTO_TEST_CASE(a_triangle_delivers_each_message_exactly_once) {
+  site a("a"), b("b"), c("c");
+  // Every bus dials every other one: each pair ends up with one link. The
+  // ports are known once each bridge listened, so a and b are restarted
+  // (on the same ports) to dial the ones started after them.
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  c.start_bridge({a.port, b.port});
+  a.start_bridge({b.port, c.port});
+  b.start_bridge({a.port, c.port});
+  tally at_a, at_b, at_c;
+  auto sa = a.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto sb = b.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sc = c.bus->subscribe<Sample>("t/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("t/a");
+  auto pub_b = b.bus->advertise<Sample>("t/b");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_b, &at_c}, probe);
+  wait_until_flowing(pub_b, {&at_a, &at_c}, probe);
+  BOOST_TEST(eventually([&] { return a.links_up() == 2 && b.links_up() == 2 && c.links_up() == 2; }, 10s));
+  send_and_expect(pub_a, {&at_a, &at_b, &at_c}, 1, 301);
+  send_and_expect(pub_b, {&at_a, &at_b, &at_c}, 1001, 1301);
+  std::this_thread::sleep_for(500ms);  // time for any duplicate to arrive
+  for (tally* t : {&at_a, &at_b, &at_c}) {
+    for (std::uint64_t i = 1; i < 301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+    for (std::uint64_t i = 1001; i < 1301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_topic_published_on_both_sides_is_delivered_once_and_nothing_bounces) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_a, at_b;
+  auto sa = a.bus->subscribe<Sample>("both/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto sb = b.bus->subscribe<Sample>("both/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("both/x");
+  auto pub_b = b.bus->advertise<Sample>("both/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_a, &at_b}, probe);
+  wait_until_flowing(pub_b, {&at_a, &at_b}, probe);
+  send_and_expect(pub_a, {&at_a, &at_b}, 1, 201);
+  send_and_expect(pub_b, {&at_a, &at_b}, 1001, 1201);
+  std::this_thread::sleep_for(500ms);  // time for any duplicate to arrive
+  for (tally* t : {&at_a, &at_b}) {
+    for (std::uint64_t i = 1; i < 201; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+    for (std::uint64_t i = 1001; i < 1201; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
+  }
+  // Each bridge's subscription to both/x is attached to the test's publisher
+  // only, not to its own republisher of the same topic: nothing it
+  // republished comes back to it.
+  for (site* s : {&a, &b}) {
+    const auto pid = s->bridge->pid();
+    std::size_t subscriptions = 0;
+    for (const auto& p : ipcbus::list_participants(s->domain.domain_dir())) {
+      if (p.info.role() != ipcbus::ROLE_SUBSCRIBER || p.info.pid() != pid) continue;
+      ++subscriptions;
+      const auto block = ipcbus::stats_block::open_read_only(
+          s->domain.domain_dir() / (ipcbus::id_to_hex(p.info.id()) + ".stats"));
+      BOOST_REQUIRE(block);
+      BOOST_TEST(block->counters().peers.load() == 1u, "the bridge's subscription reads from "
+                                                           << block->counters().peers.load() << " publishers");
+      // It was handed only what was published on its own bus: probes and 200.
+      BOOST_TEST(block->counters().messages.load() <= 200u + probe);
+    }
+    BOOST_TEST(subscriptions == 1u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_peer_with_the_wrong_token_is_refused_and_the_others_keep_working) {
+  site a("a"), b("b"), intruder("x", "not-the-token");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  intruder.start_bridge({a.port});
+  tally at_b, at_x;
+  auto sub = b.bus->subscribe<Sample>("w/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sub_x = intruder.bus->subscribe<Sample>("w/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_x.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("w/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // The listening side refused it and told it why: the intruder's own check
+  // of a's proof never runs, because a proves nothing to a dialer that failed.
+  BOOST_TEST(eventually([&] {
+    const auto st = intruder.status();
+    return st && st->links_size() == 1 && st->links(0).last_error() == "refused by the peer: wrong token";
+  }, 10s), status_text(intruder));
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->refused() >= 1; }, 10s));
+  send_and_expect(pub, {&at_b}, 1, 201);
+  BOOST_TEST(at_x.empty());
+}
+
+namespace {
+
+// A raw TCP connection to a bridge, playing a misbehaving peer.
+struct raw_peer {
+  explicit raw_peer(unsigned short port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~raw_peer() { ::close(fd); }
+  void send(const std::string& bytes) { (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  // Reads for `how_long` (or until the bridge closes); returns all it sent.
+  std::string read_for(std::chrono::milliseconds how_long) {
+    std::string all;
+    char buf[4096];
+    const auto end = std::chrono::steady_clock::now() + how_long;
+    timeval tv{0, 50'000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (std::chrono::steady_clock::now() < end) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+      if (n > 0) all.append(buf, static_cast<std::size_t>(n));
+    }
+    timeval back{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &back, sizeof back);
+    return all;
+  }
+  // Reads until the bridge closes the connection (or 5 s pass); returns all it sent.
+  std::string read_until_closed() {
+    std::string all;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed = n == 0 || errno == ECONNRESET;
+        return all;
+      }
+      all.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  int fd;
+  bool closed = false;
+};
+
+std::string delimited(const ipcbus::BridgeRecord& r) {
+  std::string body = r.SerializeAsString();
+  std::string out;
+  auto v = static_cast<std::uint32_t>(body.size());
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out + body;
+}
+
+// The records in a stream of delimited records (as far as they are whole).
+std::vector<ipcbus::BridgeRecord> records_in(const std::string& bytes) {
+  std::vector<ipcbus::BridgeRecord> out;
+  std::string_view rest = bytes;
+  for (;;) {
+    std::uint32_t len = 0;
+    std::size_t prefix = 0;
+    if (ipcbus::read_length_prefix(rest, len, prefix) != ipcbus::prefix_status::complete) break;
+    if (rest.size() < prefix + len) break;
+    ipcbus::BridgeRecord r;
+    if (!r.ParseFromArray(rest.data() + prefix, static_cast<int>(len))) break;
+    out.push_back(r);
+    rest.remove_prefix(prefix + len);
+  }
+  return out;
+}
+
+constexpr std::uint64_t raw_bus = 0x1234;
+const std::string raw_nonce(ipcbus::bridge::nonce_size, 'n');
+
+ipcbus::BridgeRecord hello(std::uint32_t version = ipcbus::bridge::protocol_version) {
+  ipcbus::BridgeRecord r;
+  r.mutable_hello()->set_version(version);
+  r.mutable_hello()->set_bus_id(raw_bus);
+  r.mutable_hello()->set_name("raw@test");
+  r.mutable_hello()->set_nonce(raw_nonce);
+  return r;
+}
+
+ipcbus::BridgeRecord proof(const std::string& token, const std::string& peer_nonce) {
+  ipcbus::BridgeRecord r;
+  r.mutable_auth()->set_proof(ipcbus::bridge::auth_proof(token, peer_nonce, raw_bus));
+  return r;
+}
+
+// Dials like a bridge: hello, the bridge's hello, then a proof made with `token`.
+void raw_handshake(raw_peer& p, const std::string& token) {
+  p.send(delimited(hello()));
+  std::string got;
+  std::string nonce;
+  char buf[4096];
+  while (nonce.empty()) {
+    const ssize_t n = ::recv(p.fd, buf, sizeof buf, 0);
+    BOOST_REQUIRE_MESSAGE(n > 0, "the bridge sent no hello");
+    got.append(buf, static_cast<std::size_t>(n));
+    for (const auto& r : records_in(got))
+      if (r.has_hello()) nonce = r.hello().nonce();
+  }
+  p.send(delimited(proof(token, nonce)));
+}
+
+std::string refusal_in(const std::string& bytes) {
+  for (const auto& r : records_in(bytes))
+    if (r.has_refusal()) return r.refusal().reason();
+  return {};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(garbage_and_oversized_records_are_refused_and_the_others_keep_working) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("g/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("g/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  {
+    raw_peer p(a.port);  // a varint that never ends
+    p.send(std::string(16, '\xff'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    raw_peer p(a.port);  // a 4 GiB record: refused on its length, nothing allocated for it
+    p.send(std::string("\xff\xff\xff\xff\x0f", 5) + std::string(100, 'x'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    raw_peer p(a.port);  // a length that fits, then bytes that are no record
+    p.send(std::string("\x05", 1) + std::string(5, '\xff'));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  {
+    // Past the hello, a data record for a topic never announced.
+    raw_peer p(a.port);
+    raw_handshake(p, "s3cret");
+    ipcbus::BridgeRecord d;
+    d.mutable_data()->set_topic_id(99);
+    d.mutable_data()->set_frame("junk");
+    p.send(delimited(d));
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+  // Three that do not parse, one data record for a topic never announced.
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() >= 4; }, 10s), status_text(a));
+  send_and_expect(pub, {&at_b}, 1, 201);
+}
+
+BOOST_AUTO_TEST_CASE(a_peer_cannot_make_the_bridge_republish_topics_nobody_here_wants) {
+  site a("a");
+  a.start_bridge({});
+  tally at_a;
+  auto sub = a.bus->subscribe<Sample>("wanted/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  raw_peer p(a.port);
+  raw_handshake(p, "s3cret");
+  // Wait for a's interest: the link is up.
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+  const std::uint64_t bad_before = a.status() ? a.status()->bad_records() : 0;
+  ipcbus::BridgeRecord t;
+  t.mutable_topic()->set_id(1);
+  t.mutable_topic()->set_topic("unwanted/x");
+  p.send(delimited(t));
+  t.mutable_topic()->set_id(2);
+  t.mutable_topic()->set_topic("wanted/x");
+  p.send(delimited(t));
+  // The wanted one gets a republisher (a second proof the link took both records).
+  const auto publishers_of = [&](const std::string& topic) {
+    std::size_t n = 0;
+    for (const auto& e : ipcbus::list_participants(a.domain.domain_dir()))
+      n += e.info.role() == ipcbus::ROLE_PUBLISHER && e.info.topic() == topic;
+    return n;
+  };
+  ipcbus::BridgeRecord ping;
+  ping.mutable_ping();
+  BOOST_TEST(eventually([&] {
+    p.send(delimited(ping));  // a raw peer must keep the link alive itself
+    return publishers_of("wanted/x") == 1;
+  }, 10s));
+  BOOST_TEST(publishers_of("unwanted/x") == 0u);
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->bad_records() == bad_before + 1; }, 10s),
+             status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
+  site a("a");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);
+    p.send(delimited(hello(99)));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(p.closed);
+    BOOST_TEST(why.find("protocol version 99") != std::string::npos, why);
+  }
+  {
+    raw_peer p(a.port);
+    raw_handshake(p, "guess");
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why == "wrong token", why);
+  }
+  {
+    raw_peer p(a.port);  // a made-up proof
+    p.send(delimited(hello()));
+    ipcbus::BridgeRecord r;
+    r.mutable_auth()->set_proof(std::string(32, '\0'));
+    p.send(delimited(r));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why == "wrong token", why);
+  }
+  {
+    raw_peer p(a.port);  // anything before a hello
+    ipcbus::BridgeRecord r;
+    r.mutable_interest()->add_patterns("#");
+    p.send(delimited(r));
+    const std::string why = refusal_in(p.read_until_closed());
+    BOOST_TEST(why.find("hello") != std::string::npos, why);
+  }
+  {
+    raw_peer p(a.port);  // a stranger that says nothing is let go after the link timeout
+    p.read_until_closed();
+    BOOST_TEST(p.closed);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(the_token_never_crosses_the_wire) {
+  site a("a", "tok-9f3a-secret");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);  // a stranger that says nothing
+    const std::string got = p.read_for(1000ms);
+    BOOST_TEST(!got.empty(), "the bridge sent no hello");
+    BOOST_TEST(got.find("tok-9f3a-secret") == std::string::npos);
+  }
+  {
+    raw_peer p(a.port);  // a stranger that says a proper hello: the bridge proves nothing to it
+    p.send(delimited(hello()));
+    const std::string got = p.read_for(1000ms);
+    BOOST_TEST(got.find("tok-9f3a-secret") == std::string::npos);
+    for (const auto& r : records_in(got)) BOOST_TEST(!r.has_auth(), "the accepting side proved the token to a stranger");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
+  site a("a");
+  child_process p(built_program("ipcbus-bridge"),
+                  {"--config", a.config.string(), "--peer", "udp://nowhere", "--no-listen"});
+  const int status = p.wait(10s);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+  child_process q(built_program("ipcbus-bridge"), {"--config", a.config.string(), "--no-listen"});
+  const int qs = q.wait(10s);
+  BOOST_TEST((WIFEXITED(qs) && WEXITSTATUS(qs) == 2));
+}
+
+namespace {
+
+// A CA, and certificates it signed for two bridges, plus one from another CA.
+struct test_pki {
+  explicit test_pki(const std::filesystem::path& dir) : dir(dir) {
+    const std::string d = dir.string();
+    const std::string script =
+        "set -e; cd '" + d + "';"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem;"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem;"
+        "for n in a b; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=$n -keyout $n.key -out $n.csr;"
+        " openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out $n.pem; done;"
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=rogue -keyout rogue.key -out rogue.csr;"
+        "openssl x509 -req -in rogue.csr -CA other.pem -CAkey other.key -CAcreateserial -days 2 -out rogue.pem";
+    child_process p("/bin/sh", {"-c", "(" + script + ") >/dev/null 2>&1"});
+    const int status = p.wait(60s);
+    ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  std::vector<std::string> flags(const std::string& name, const std::string& ca = "ca") const {
+    return {"--tls-cert", (dir / (name + ".pem")).string(), "--tls-key", (dir / (name + ".key")).string(),
+            "--tls-ca", (dir / (ca + ".pem")).string()};
+  }
+  std::filesystem::path dir;
+  bool ok = false;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(tls_links_carry_messages_and_refuse_certificates_of_another_ca) {
+  site a("a"), b("b"), rogue("r"), plain("p");
+  test_pki pki(a.domain.runtime_dir());
+  BOOST_REQUIRE_MESSAGE(pki.ok, "openssl could not make the test certificates");
+  a.start_bridge({}, pki.flags("a"));
+  b.start_bridge({a.port}, pki.flags("b"));
+  rogue.start_bridge({a.port}, pki.flags("rogue", "other"));  // trusts only its own CA, and a does not trust it
+  plain.start_bridge({a.port});
+  tally at_b, at_rogue, at_plain;
+  auto sb = b.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sr = rogue.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_rogue.add(s, i); });
+  auto sp = plain.bus->subscribe<Sample>("tls/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_plain.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("tls/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  send_and_expect(pub, {&at_b}, 1, 201);
+  BOOST_TEST(eventually([&] {
+    const auto st = rogue.status();
+    return st && st->links_size() == 1 && st->links(0).last_error().find("TLS") != std::string::npos;
+  }, 10s), status_text(rogue));
+  BOOST_TEST(eventually([&] {
+    const auto st = plain.status();
+    return st && st->links_size() == 1 && !st->links(0).last_error().empty() && st->links(0).state() != "up";
+  }, 10s), status_text(plain));
+  BOOST_TEST(at_rogue.empty());
+  BOOST_TEST(at_plain.empty());
+  BOOST_TEST(a.links_up() == 1u, status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(ipcbus_list_and_stats_show_the_bridge_and_its_links) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  BOOST_REQUIRE(eventually([&] { return b.links_up() == 1; }, 10s));
+  child_process list(built_program("ipcbus"), {"--config", b.config.string(), "list"});
+  list.wait(20s);
+  BOOST_TEST(list.output().find("bridge") != std::string::npos, list.output());
+  child_process stats(built_program("ipcbus"), {"--config", b.config.string(), "stats", "--interval", "0.1"});
+  stats.wait(20s);
+  const std::string out = stats.output();
+  BOOST_TEST(out.find(uri(a.port)) != std::string::npos, out);
+  BOOST_TEST(out.find(" up ") != std::string::npos, out);
+  BOOST_TEST(out.find("RECONNECTS") != std::string::npos, out);
+}

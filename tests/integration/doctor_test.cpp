@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <fstream>
 #include <map>
 
 #include "ipcbus/registry.hpp"
@@ -126,4 +127,26 @@ BOOST_AUTO_TEST_CASE(doctor_reports_a_runtime_dir_other_users_can_enter_and_says
                          ": has mode 0755: other users can look into or change the bus's files. Fix: chmod 0700 " +
                          d.runtime_dir().string(),
              report.output);
+}
+
+// Entries that are not valid registry records, of every role (a bridge's too):
+// reported with their path, and reclaimed by --fix since nobody holds them.
+BOOST_AUTO_TEST_CASE(doctor_reports_unreadable_entries_of_every_role_and_fix_reclaims_them) {
+  scratch_domain d;
+  const auto cfg = d.write_config().string();
+  fs::create_directories(d.domain_dir());
+  fs::permissions(d.domain_dir(), fs::perms::owner_all, fs::perm_options::replace);
+  std::vector<fs::path> garbage;
+  for (const std::string suffix : {".pub", ".sub", ".bridge"}) {
+    garbage.push_back(d.domain_dir() / ("00000000deadbeef" + suffix));
+    std::ofstream(garbage.back()) << "not a registry record";
+  }
+  const auto report = run_cli({"--config", cfg, "doctor"});
+  BOOST_TEST(report.exit_code == 1, report.output);
+  for (const auto& g : garbage)
+    BOOST_TEST(contains(line_with(report.output, g.string() + ": is not a valid registry entry"), "problem: "),
+               g << " in:\n" << report.output);
+  const auto fixed = run_cli({"--config", cfg, "doctor", "--fix"});
+  for (const auto& g : garbage) BOOST_TEST(!fs::exists(g), g << " after --fix:\n" << fixed.output);
+  BOOST_TEST(run_cli({"--config", cfg, "doctor"}).exit_code == 0);
 }

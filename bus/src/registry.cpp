@@ -154,7 +154,10 @@ int write_locked_entry(const fs::path& dir, const std::string& id_hex, const Par
     ec = {err, std::system_category()};
     return -1;
   };
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return fail(errno);
+  // Blocking: a reclaim may hold a shared lock on this temporary for an instant
+  // while it tests it for staleness (reclaim_stale); nobody holds one longer.
+  while (::flock(fd, LOCK_EX) != 0)
+    if (errno != EINTR) return fail(errno);
   std::string bytes;
   if (!info.SerializeToString(&bytes)) return fail(EINVAL);
   if (auto wec = write_all(fd, bytes)) return fail(wec.value());

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <thread>
 
 #include "ipcbus/registry.hpp"
 #include "ipcbus/transport.hpp"
@@ -177,4 +178,28 @@ BOOST_AUTO_TEST_CASE(the_temporary_of_a_process_that_is_gone_is_reclaimed_at_onc
   BOOST_TEST(!fs::exists(tmp));
   BOOST_TEST(ipcbus::process_gone(2147483646u));
   BOOST_TEST(!ipcbus::process_gone(static_cast<std::uint32_t>(::getpid())));
+}
+
+// A reclaim tests a registering participant's temporary for staleness with a
+// brief shared lock; registering must wait that instant out, not fail with
+// EWOULDBLOCK (once seen as "advertise: Resource temporarily unavailable").
+BOOST_AUTO_TEST_CASE(registering_while_another_process_reclaims_never_fails) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  std::atomic<bool> stop{false};
+  std::thread reclaimer([&] {
+    while (!stop) ipcbus::reclaim_stale(dir);
+  });
+  int failures = 0;
+  std::string first_error;
+  for (int i = 0; i < 3000; ++i) {
+    std::error_code ec;
+    auto reg = ipcbus::registration::create(dir, publisher_info("race/" + std::to_string(i)), ec);
+    if (ec || !reg) {
+      if (failures++ == 0) first_error = ec.message();
+    }
+  }
+  stop = true;
+  reclaimer.join();
+  BOOST_TEST(failures == 0, failures << " of 3000 registrations failed, first: " << first_error);
 }

@@ -25,10 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool is_entry_name(const std::string& name) {
-  return !name.empty() && name[0] != '.' &&
-         (name.ends_with(".pub") || name.ends_with(".sub") || name.ends_with(".bridge"));
-}
 
 std::error_code write_all(int fd, const std::string& data) {
   std::size_t done = 0;
@@ -74,6 +70,11 @@ bool older_than(const fs::path& path, std::chrono::seconds age) {
 }
 
 }  // namespace
+
+bool is_entry_name(const std::string& name) {
+  return !name.empty() && name[0] != '.' &&
+         (name.ends_with(".pub") || name.ends_with(".sub") || name.ends_with(".bridge"));
+}
 
 bool process_gone(std::uint32_t pid) {
   if (pid == 0 || pid > 0x7fffffffu) return true;

@@ -123,9 +123,7 @@ void check_unreadable_entries(const fs::path& dir, findings& out) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    const bool entry = !name.starts_with(".") &&
-                       (name.ends_with(".pub") || name.ends_with(".sub") || name.ends_with(".bridge"));
-    if (!entry || known.count(e.path()) || !fs::exists(e.path(), ec)) continue;
+    if (!is_entry_name(name) || known.count(e.path()) || !fs::exists(e.path(), ec)) continue;
     const bool stale = entry_is_stale(e.path());
     out.push_back({stale ? severity::problem : severity::warning, "unreadable_entry", e.path().string(),
                    "is not a valid registry entry; tools and subscribers skip it",

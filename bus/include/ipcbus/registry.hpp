@@ -73,6 +73,10 @@ struct participant_record {
 std::vector<participant_record> list_participants(const std::filesystem::path& domain_dir,
                                                   bool include_stale = false);
 
+// True for the file name of a registry entry (`<id>.pub`, `.sub`, `.bridge`), as
+// opposed to a participant's other files and hidden temporaries.
+bool is_entry_name(const std::string& name);
+
 // True when nobody holds the entry's flock (its owner died). False for an
 // entry that does not exist (nothing to reclaim).
 bool entry_is_stale(const std::filesystem::path& entry);

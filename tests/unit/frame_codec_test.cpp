@@ -64,6 +64,44 @@ BOOST_AUTO_TEST_CASE(generated_frame_decodes_with_the_codec) {
   BOOST_TEST(v.header.payload_type == "x.Y");
 }
 
+// Varints of every length from 1 to 10 bytes, read both where ten bytes remain
+// in the frame (the decoder's unchecked path) and at the very end of it (the
+// bounds-checked path): the values the generated class wrote come back, and
+// an eleven-byte varint or one cut short is malformed.
+BOOST_AUTO_TEST_CASE(varints_of_every_length_decode_like_the_generated_class) {
+  std::vector<std::uint64_t> values{0, 1, 127, 128, 300, 16383, 16384, ~std::uint64_t{0}, std::uint64_t{1} << 63};
+  for (int bits = 7; bits < 64; bits += 7) {
+    values.push_back((std::uint64_t{1} << bits) - 1);  // the longest value of bits / 7 bytes
+    values.push_back(std::uint64_t{1} << bits);        // the shortest of one byte more
+  }
+  values.push_back(1'700'000'000'123'456'789ull);  // a timestamp: nine bytes
+  for (const std::uint64_t value : values) {
+    for (const bool at_end : {false, true}) {
+      ipcbus::Frame f;
+      f.set_publisher_id(5);
+      f.set_publish_time_ns(static_cast<std::int64_t>(value));
+      if (!at_end) f.set_payload(std::string(16, 'p'));  // ten more bytes after the varint
+      const std::string bytes = f.SerializeAsString();
+      ipcbus::frame_view v;
+      BOOST_TEST_INFO("value " << value << (at_end ? " at the end" : " inside"));
+      BOOST_REQUIRE(!ipcbus::decode_frame(bytes, v));
+      BOOST_TEST(static_cast<std::uint64_t>(v.header.publish_time_ns) == value);
+      BOOST_TEST(v.header.publisher_id == 5u);
+      BOOST_TEST(v.payload.size() == (at_end ? 0u : 16u));
+    }
+  }
+  // Field 1 (sequence) with a varint of eleven bytes, then more bytes: malformed.
+  std::string eleven("\x08");
+  eleven.append(10, '\x80');
+  eleven.append("\x01", 1);
+  eleven.append("\x7a\x04" "abcd");
+  ipcbus::frame_view v;
+  BOOST_TEST(ipcbus::decode_frame(eleven, v) == ipcbus::errc::malformed_frame);
+  // A nine-byte varint whose last byte is missing, inside and at the end.
+  const std::string cut = std::string("\x08") + std::string(8, '\xff');
+  BOOST_TEST(ipcbus::decode_frame(cut, v) == ipcbus::errc::malformed_frame);
+}
+
 BOOST_AUTO_TEST_CASE(truncated_frames_are_malformed) {
   ipcbus::frame_header h;
   h.sequence = 1;

@@ -132,8 +132,15 @@ std::error_code publisher_core::publish(std::size_t payload_size, const payload_
   std::unique_lock lock(publish_mutex_);
   if (auto ec = wait_for_loan(lock)) return ec;
   char* payload = nullptr;
-  if (auto ec = start_frame(payload_size, payload)) return ec;
-  if (payload && payload_size > 0 && !write(payload, payload_size)) {
+  if (auto ec = start_frame(payload_size, payload, true)) return ec;
+  bool written = true;
+  try {
+    written = payload == nullptr || payload_size == 0 || write(payload, payload_size);
+  } catch (...) {
+    cancel_frame();  // the endpoint may hold its lock for the frame: never leave it open
+    throw;
+  }
+  if (!written) {
     cancel_frame();
     return make_error_code(errc::invalid_argument);
   }
@@ -146,7 +153,7 @@ std::error_code publisher_core::publish_forwarded(const frame_header& origin, st
   if (auto ec = wait_for_loan(lock)) return ec;
   char* out = nullptr;
   forwarded_ = &origin;
-  const std::error_code ec = start_frame(payload.size(), out);
+  const std::error_code ec = start_frame(payload.size(), out, true);
   forwarded_ = nullptr;
   if (ec) return ec;
   if (out && !payload.empty()) std::memcpy(out, payload.data(), payload.size());
@@ -158,7 +165,7 @@ std::error_code publisher_core::begin_loan(std::size_t size, char*& payload) {
   if (size > settings_.max_message) return make_error_code(errc::message_too_large);
   std::unique_lock lock(publish_mutex_);
   if (auto ec = wait_for_loan(lock)) return ec;
-  if (auto ec = start_frame(size, payload)) return ec;
+  if (auto ec = start_frame(size, payload, false)) return ec;
   if (!payload) {  // dropped (counted): the caller still needs somewhere to write
     dropped_loan_.resize(size);
     payload = dropped_loan_.data();
@@ -218,8 +225,9 @@ std::shared_ptr<encoded_frame> publisher_core::take_spare_frame() {
   return std::make_shared<encoded_frame>();
 }
 
-std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload) {
+std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload, bool brief) {
   frame_ = open_frame{};
+  frame_.slot.brief = brief;
   frame_.header.sequence = next_sequence_;
   frame_.header.publisher_id = id_;
   frame_.header.publish_time_ns = now_ns();

@@ -135,6 +135,8 @@ class ring_publisher {
   void announce(const placement& at);
   void publish_record();
   void end_reservation();
+  // The lock a brief reservation kept (held_), or mutex_ taken now.
+  std::unique_lock<std::mutex> take_lock();
   void wake_readers();
   // Writes slot i's eventfd; false when none is registered for its current state.
   bool wake_directly(std::size_t i);
@@ -196,6 +198,9 @@ class ring_publisher {
     side_segment blob;
   };
   reservation pending_;
+  // mutex_, kept from a brief reserve() to its commit or cancel: only the
+  // reserving thread touches it meanwhile (everyone else waits for mutex_).
+  std::unique_lock<std::mutex> held_;
   std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back
 
   // Eventfds subscribers handed over, by slot; valid while the slot keeps `state`.

@@ -63,6 +63,10 @@ struct frame_slot {
   char* data = nullptr;   // `size` writable bytes; null when the frame was dropped
   std::size_t size = 0;
   bool dropped = false;   // a drop policy discarded the frame (already counted)
+  // In: the caller fills the bytes and commits or cancels at once, on the same
+  // thread (a publish, not a loan), so the endpoint may keep its lock from
+  // reserve() to commit() instead of taking it twice.
+  bool brief = false;
 };
 
 class publisher_endpoint {

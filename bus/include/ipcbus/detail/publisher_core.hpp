@@ -73,7 +73,8 @@ class publisher_core {
   // All with publish_mutex_ held.
   std::error_code wait_for_loan(std::unique_lock<std::mutex>& lock);
   std::shared_ptr<encoded_frame> take_spare_frame();
-  std::error_code start_frame(std::size_t payload_size, char*& payload);
+  // brief: the frame is filled and finished at once, on this thread (not a loan).
+  std::error_code start_frame(std::size_t payload_size, char*& payload, bool brief);
   std::error_code finish_frame();
   void cancel_frame();
   void mirror_counters();

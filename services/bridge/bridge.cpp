@@ -191,10 +191,14 @@ void bridge::stop() {
     if (r->subscription) r->subscription->close();
   }
   routes_.clear();
-  for (auto& l : links_)
-    for (auto& [id, in] : l->inbound)
-      if (in.publisher) in.publisher->close(std::chrono::milliseconds(200));
+  // Each worker drops what it still holds and closes its publishers, all at
+  // once; then this waits for them (a republish in progress ends within its
+  // topic's publish_timeout).
+  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(200), true);
   links_.clear();
+  for (auto& w : retiring_) w->retire({}, std::chrono::milliseconds(0), true);
+  for (auto& w : retiring_) w->join();
+  retiring_.clear();
   registration_.reset();
 }
 
@@ -342,9 +346,8 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
     std::lock_guard lock(r->mutex);
     std::erase(r->links, l);
   }
-  for (auto& [id, in] : l->inbound)
-    if (in.publisher) in.publisher->close(std::chrono::milliseconds(100));
-  l->inbound.clear();
+  // What the link received is still republished, on the worker's thread.
+  retire_worker(*l, std::chrono::milliseconds(100), false);
   if (!l->dialed() && l->was_up())
     if (auto it = accepted_.find(l->peer_bus()); it != accepted_.end()) it->second.last_error = l->close_reason();
   if (stopped_) return;
@@ -357,7 +360,7 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
 }
 
 void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
-  if (r.has_data()) return on_data(*l, r.data());
+  if (r.has_data()) return on_data(*l, *r.mutable_data());
   if (r.has_topic()) return on_topic(*l, r.topic());
   if (r.has_interest()) {
     std::vector<std::string> patterns;
@@ -428,13 +431,14 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     in.publisher.reset();
   } else {
     // The peer sends only what our subscribers asked for: give them a moment
-    // to attach, or the first frames would reach nobody.
-    in.publisher->wait_for_subscribers(local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
+    // to attach, or the first frames would reach nobody. The worker waits,
+    // not this thread; the link's frames queue behind the wait.
+    worker_for(l).settle(in.publisher, local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
   }
   l.inbound.emplace(t.id(), std::move(in));
 }
 
-void bridge::on_data(link& l, const BridgeData& d) {
+void bridge::on_data(link& l, BridgeData& d) {
   const auto it = l.inbound.find(d.topic_id());
   if (it == l.inbound.end()) {
     ++bad_records_;
@@ -450,8 +454,45 @@ void bridge::on_data(link& l, const BridgeData& d) {
     l.counters().dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (it->second.publisher->publish_forwarded(frame.header, frame.payload))
-    l.counters().dropped.fetch_add(1, std::memory_order_relaxed);  // timed out or too large: counted by the publisher too
+  // A reliable republish may wait for a slow local subscriber: not here, on
+  // the link's worker. A full worker stops this link's reading; it resumes
+  // once the worker has room (on_room in worker_for).
+  auto& worker = worker_for(l);
+  worker.publish(it->second.publisher, std::move(*d.mutable_frame()));
+  if (worker.full()) l.pause_reading();
+}
+
+republish_worker& bridge::worker_for(link& l) {
+  if (!l.worker) {
+    std::weak_ptr<link> weak = l.shared_from_this();
+    l.worker = std::make_shared<republish_worker>(l.shared_counters(), options_.republish, [this, weak] {
+      asio::post(io_, [weak] {
+        if (auto resumed = weak.lock()) resumed->resume_reading();
+      });
+    });
+  }
+  return *l.worker;
+}
+
+void bridge::retire_worker(link& l, std::chrono::milliseconds drain, bool drop_queued) {
+  std::vector<std::shared_ptr<detail::publisher_core>> publishers;
+  for (auto& [id, in] : l.inbound)
+    if (in.publisher) publishers.push_back(std::move(in.publisher));
+  l.inbound.clear();
+  if (!l.worker) {  // not expected: a republisher comes with the worker
+    for (auto& p : publishers) p->close(std::chrono::milliseconds(0));
+    return;
+  }
+  l.worker->retire(std::move(publishers), drain, drop_queued);
+  retiring_.push_back(std::move(l.worker));
+}
+
+void bridge::reap_workers() {
+  std::erase_if(retiring_, [](const auto& w) {
+    if (!w->finished()) return false;
+    w->join();
+    return true;
+  });
 }
 
 void bridge::arm_rescan() {
@@ -465,6 +506,7 @@ void bridge::arm_rescan() {
 
 void bridge::rescan() {
   if (stopped_) return;
+  reap_workers();
   last_listing_ = list_participants(bus_.domain_directory());
   const int self = ::getpid();
   std::set<std::string> patterns;

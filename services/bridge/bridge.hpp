@@ -29,6 +29,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bridge_link.hpp"
+#include "republish_worker.hpp"
 #include "ipcbus/bus.hpp"
 #include "ipcbus/detail/subscriber_core.hpp"
 #include "ipcbus/registry.hpp"
@@ -47,6 +48,7 @@ struct bridge_options {
   std::size_t max_links = 64;         // connections at once, handshaking included
   std::size_t max_topics_per_link = 1024;
   link_limits limits;
+  republish_worker::limits republish;  // received, not yet republished, per link
 };
 
 class bridge {
@@ -101,7 +103,11 @@ class bridge {
   void on_record(const std::shared_ptr<link>& l, BridgeRecord& r);
   void on_closed(const std::shared_ptr<link>& l);
   void on_topic(link& l, const BridgeTopic& t);
-  void on_data(link& l, const BridgeData& d);
+  void on_data(link& l, BridgeData& d);
+  republish_worker& worker_for(link& l);
+  // Hands the link's republish worker its publishers to close, off this thread.
+  void retire_worker(link& l, std::chrono::milliseconds drain, bool drop_queued);
+  void reap_workers();
   // Reads the registry: our interest, and which local topics to forward to whom.
   void rescan();
   void update_routes(const std::vector<participant_record>& participants);
@@ -120,6 +126,8 @@ class bridge {
   std::vector<std::unique_ptr<dialer>> dialers_;
   std::map<std::uint64_t, accepted_peer> accepted_;
   std::vector<std::shared_ptr<link>> links_;  // handshaking and up
+  // Workers of closed links, still republishing or closing their publishers.
+  std::vector<std::shared_ptr<republish_worker>> retiring_;
   std::vector<std::string> interest_;         // what our local subscribers listen to
   std::vector<participant_record> last_listing_;
   std::map<std::string, std::shared_ptr<route>> routes_;

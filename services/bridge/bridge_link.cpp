@@ -90,9 +90,23 @@ void link::read() {
         self->malformed_ = true;
         return self->close(self->reader_.error());
       }
+      if (self->read_paused_) {
+        self->read_parked_ = true;
+        return;
+      }
       self->read();
     });
   });
+}
+
+void link::resume_reading() {
+  if (!read_paused_) return;
+  read_paused_ = false;
+  last_heard_ = std::chrono::steady_clock::now();  // what the peer sent meanwhile waited for us, not it
+  if (read_parked_ && state_ != state::closed) {
+    read_parked_ = false;
+    read();
+  }
 }
 
 void link::handle(BridgeRecord& r) {
@@ -299,18 +313,36 @@ void link::kick() {
     return;
   }
   writing_ = true;
-  write_started_ = std::chrono::steady_clock::now();
+  write_progress_ = std::chrono::steady_clock::now();
+  out_written_ = 0;
+  out_frames_ = frames;
+  write_some();
+}
+
+// Piece by piece rather than one async_write, so that the heartbeat can tell a
+// peer that reads slowly (each piece goes out eventually) from one that reads nothing.
+void link::write_some() {
   auto self = shared_from_this();
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(out_), [self, frames](const boost::system::error_code& ec, std::size_t n) {
-      self->writing_ = false;
-      if (self->state_ == state::closed) return;
-      if (ec) return self->close("write failed: " + ec.message());
-      self->counters_->sent.fetch_add(frames, std::memory_order_relaxed);
-      self->counters_->bytes_sent.fetch_add(n, std::memory_order_relaxed);
-      if (self->out_.capacity() > 4 * 1024 * 1024) self->out_ = std::string{};  // one big batch: give it back
-      self->kick();
-    });
+    s.async_write_some(asio::buffer(out_.data() + out_written_, out_.size() - out_written_),
+                       [self](const boost::system::error_code& ec, std::size_t n) {
+                         if (self->state_ == state::closed) {
+                           self->writing_ = false;
+                           return;
+                         }
+                         if (ec) {
+                           self->writing_ = false;
+                           return self->close("write failed: " + ec.message());
+                         }
+                         self->write_progress_ = std::chrono::steady_clock::now();
+                         self->out_written_ += n;
+                         self->counters_->bytes_sent.fetch_add(n, std::memory_order_relaxed);
+                         if (self->out_written_ < self->out_.size()) return self->write_some();
+                         self->writing_ = false;
+                         self->counters_->sent.fetch_add(self->out_frames_, std::memory_order_relaxed);
+                         if (self->out_.capacity() > 4 * 1024 * 1024) self->out_ = std::string{};  // one big batch: give it back
+                         self->kick();
+                       });
   });
 }
 
@@ -321,6 +353,7 @@ void link::arm_heartbeat() {
     const auto now = std::chrono::steady_clock::now();
     // Before the hello the deadline counts from the connect, not from the last
     // byte: a peer trickling a byte at a time must not hold a slot for ever.
+    if (self->read_paused_) self->last_heard_ = now;  // we are not listening: its silence is ours
     const auto quiet = now - (self->state_ == state::up ? self->last_heard_ : self->started_);
     if (quiet > self->limits_.timeout) {
       return self->close(std::string(self->state_ == state::up ? "nothing heard from the peer" : "no hello") +
@@ -328,11 +361,11 @@ void link::arm_heartbeat() {
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count()) +
                          " ms");
     }
-    // A peer that reads nothing (its socket buffers full) is as dead as a silent one.
-    if (self->writing_ && now - self->write_started_ > self->limits_.timeout) {
-      return self->close("no write completed for " +
+    // A peer that takes in nothing (its socket buffers full) is as dead as a silent one.
+    if (self->writing_ && now - self->write_progress_ > self->limits_.timeout) {
+      return self->close("the peer took in nothing for " +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            now - self->write_started_).count()) +
+                                            now - self->write_progress_).count()) +
                          " ms");
     }
     // A ping only on an idle link: anything queued or being written keeps it alive anyway.

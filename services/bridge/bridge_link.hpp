@@ -37,6 +37,8 @@
 
 namespace ipcbus::bridge {
 
+class republish_worker;
+
 // Counters of one peer; a dialer keeps the same ones across reconnects.
 struct link_counters {
   std::atomic<std::uint64_t> sent{0}, received{0}, dropped{0}, reconnects{0};
@@ -110,6 +112,7 @@ class link : public std::enable_shared_from_this<link> {
   // This side refused the peer during the handshake (version, token, duplicate, ...).
   bool refused_handshake() const { return refused_handshake_; }
   link_counters& counters() { return *counters_; }
+  const std::shared_ptr<link_counters>& shared_counters() const { return counters_; }
   // Io thread, before the link is up: count into `kept` from now on (the
   // accepting side keeps one set per peer bus across reconnects).
   void adopt_counters(std::shared_ptr<link_counters> kept);
@@ -123,6 +126,14 @@ class link : public std::enable_shared_from_this<link> {
     std::shared_ptr<detail::publisher_core> publisher;  // null: refused, frames are counted as dropped
   };
   std::unordered_map<std::uint32_t, inbound_topic> inbound;
+  // Io thread: republishes what this link received (made with its first republisher).
+  std::shared_ptr<republish_worker> worker;
+
+  // Io thread. Stops reading from the peer after the records already read
+  // (its republish worker is full: TCP then pushes back on the peer), and
+  // starts again. While paused, the peer's silence does not count against it.
+  void pause_reading() { read_paused_ = true; }
+  void resume_reading();
 
  private:
   struct entry {
@@ -136,6 +147,7 @@ class link : public std::enable_shared_from_this<link> {
   void read();
   void handle(BridgeRecord& record);
   void kick();  // io thread: write what is queued
+  void write_some();  // io thread: the rest of out_
   void schedule_kick();
   void arm_heartbeat();
   bool full() const;  // with mutex_ held
@@ -161,6 +173,9 @@ class link : public std::enable_shared_from_this<link> {
   bool was_up_ = false;
   bool refused_handshake_ = false;
 
+  bool read_paused_ = false;
+  bool read_parked_ = false;  // paused with no read in flight: resume_reading() starts one
+
   record_reader reader_;
   BridgeRecord record_;  // parsed into again and again
   std::array<char, 64 * 1024> read_buffer_{};
@@ -177,8 +192,12 @@ class link : public std::enable_shared_from_this<link> {
   BridgeRecord scratch_;  // encodes data records, under mutex_
   std::atomic<bool> kick_posted_{false};
   bool writing_ = false;  // io thread
-  std::chrono::steady_clock::time_point write_started_;  // io thread, while writing_
+  // Io thread, while writing_: when the socket last took bytes. A peer that
+  // reads slowly still takes some; one that takes none for the link timeout is dead.
+  std::chrono::steady_clock::time_point write_progress_;
   std::string out_;       // the batch being written (io thread)
+  std::size_t out_written_ = 0;
+  std::uint64_t out_frames_ = 0;  // data frames in out_
 };
 
 }  // namespace ipcbus::bridge

@@ -80,7 +80,8 @@ bridge::bridge(asio::io_context& io, Bus& bus, bridge_options options)
       bus_id_(bus.state()->host_id),
       tls_context_(asio::ssl::context::tls),
       acceptor_(io),
-      rescan_timer_(io) {
+      rescan_timer_(io),
+      drain_timer_(io) {
   hello_.set_version(protocol_version);
   hello_.set_bus_id(bus_id_);
   hello_.set_name(bus.domain() + "@" + bus.state()->host);
@@ -174,12 +175,75 @@ void bridge::start(std::error_code& ec, std::string& why) {
   arm_rescan();
 }
 
+void bridge::drain(std::chrono::milliseconds limit, std::function<void()> done) {
+  if (stopped_) return;
+  if (draining_) {  // asked again: no more waiting
+    drain_deadline_ = std::chrono::steady_clock::now();
+    return check_drained();
+  }
+  draining_ = true;
+  drained_ = std::move(done);
+  drain_deadline_ = std::chrono::steady_clock::now() + limit;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  for (auto& d : dialers_) d->timer->cancel();
+  // What the local bus publishes from now on is not carried: only what is queued.
+  for (auto& [topic, r] : routes_) {
+    {
+      std::lock_guard lock(r->mutex);
+      r->links.clear();
+    }
+    if (r->subscription) r->subscription->close();
+  }
+  routes_.clear();
+  for (auto& l : std::vector(links_)) {
+    if (l->current_state() == link::state::up)
+      l->finish();
+    else
+      l->close("bridge stopping");
+  }
+  check_drained();
+}
+
+void bridge::check_drained() {
+  if (stopped_) return;
+  reap_workers();
+  if ((links_.empty() && retiring_.empty()) || std::chrono::steady_clock::now() >= drain_deadline_) {
+    if (!links_.empty() || !retiring_.empty())
+      log_line(log_level::warn, "bridge: stopping with frames still queued or being republished: they are dropped");
+    stop();
+    if (auto done = std::move(drained_)) done();
+    return;
+  }
+  drain_timer_.expires_after(std::chrono::milliseconds(20));
+  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) check_drained();
+  });
+}
+
+bool bridge::set_exports(std::vector<std::string> exports, std::string& why) {
+  for (const auto& p : exports)
+    if (validate_pattern(p, &why)) {
+      why = "export '" + p + "': " + why;
+      return false;
+    }
+  options_.exports = std::move(exports);
+  entry_.set_topic(join(options_.exports));
+  entry_.mutable_bridge()->clear_export_();
+  for (const auto& p : options_.exports) entry_.mutable_bridge()->add_export_(p);
+  last_status_time_ = {};  // `ipcbus list` shows the new exports at once
+  publish_status();
+  update_routes(last_listing_);  // routes of topics no longer exported close here
+  return true;
+}
+
 void bridge::stop() {
   if (stopped_) return;
   stopped_ = true;
   boost::system::error_code ec;
   acceptor_.close(ec);
   rescan_timer_.cancel();
+  drain_timer_.cancel();
   if (watcher_) watcher_->close();
   for (auto& d : dialers_) d->timer->cancel();
   for (auto& l : std::vector(links_)) l->close("bridge stopping");
@@ -204,7 +268,7 @@ void bridge::stop() {
 
 void bridge::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
-    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (stopped_ || draining_ || ec == asio::error::operation_aborted) return;
     if (!ec) {
       boost::system::error_code rec;
       const auto remote = socket.remote_endpoint(rec);
@@ -236,7 +300,7 @@ std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const s
 }
 
 void bridge::dial(dialer& d) {
-  if (stopped_) return;
+  if (stopped_ || draining_) return;
   // A link to that bus exists already (it dialed us): keep it, look again later.
   if (d.peer_bus != 0 && std::any_of(links_.begin(), links_.end(), [&](const auto& l) {
         return l->current_state() == link::state::up && l->peer_bus() == d.peer_bus;
@@ -252,7 +316,7 @@ void bridge::dial(dialer& d) {
   d.state = "connecting";
   auto socket = std::make_shared<tcp::socket>(io_);
   socket->async_connect(d.endpoint, [this, &d, socket](const boost::system::error_code& ec) {
-    if (stopped_) return;
+    if (stopped_ || draining_) return;
     if (ec) {
       d.last_error = "connect: " + ec.message();
       return retry_later(d);
@@ -265,6 +329,7 @@ void bridge::dial(dialer& d) {
 
 void bridge::retry_later(dialer& d) {
   d.current.reset();
+  if (draining_) return;
   d.state = "backoff";
   // Exponential, with jitter so that bridges that lost each other at once do not redial in step.
   d.backoff = d.backoff.count() == 0 ? options_.backoff_min : std::min(d.backoff * 2, options_.backoff_max);
@@ -526,7 +591,7 @@ void bridge::rescan() {
 }
 
 void bridge::update_routes(const std::vector<participant_record>& participants) {
-  if (stopped_) return;
+  if (stopped_ || draining_) return;
   const int self = ::getpid();
   std::map<std::string, const Participant*> topics;  // exported local topics with a publisher here
   for (const auto& p : participants)

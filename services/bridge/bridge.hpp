@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -60,6 +61,15 @@ class bridge {
   void start(std::error_code& ec, std::string& why);
   // Closes every link, subscription and republishing publisher.
   void stop();
+  // A graceful stop (SIGTERM): takes no new peers and no new local frames,
+  // lets every link write what it has queued and its peer close, lets the
+  // republish workers finish, then stop()s and calls `done` — at the latest
+  // after `limit`; what is left then is dropped and counted. A second call
+  // stops at once.
+  void drain(std::chrono::milliseconds limit, std::function<void()> done);
+  // New export patterns (SIGHUP). False, with `why`, for a bad pattern: the
+  // old ones stay.
+  bool set_exports(std::vector<std::string> exports, std::string& why);
   // The port actually listened on (for tcp://...:0).
   unsigned short listen_port() const;
 
@@ -112,6 +122,7 @@ class bridge {
   void rescan();
   void update_routes(const std::vector<participant_record>& participants);
   void arm_rescan();
+  void check_drained();
   void publish_status();
   std::size_t local_subscribers_for(const std::string& topic) const;
 
@@ -140,6 +151,10 @@ class bridge {
   std::chrono::steady_clock::time_point last_status_time_;
   std::uint64_t refused_ = 0, bad_records_ = 0;
   bool stopped_ = false;
+  bool draining_ = false;
+  std::chrono::steady_clock::time_point drain_deadline_;
+  std::function<void()> drained_;
+  boost::asio::steady_timer drain_timer_;
 };
 
 // Parses "tcp://HOST:PORT" (HOST a name or an address; [v6] in brackets).

@@ -178,6 +178,16 @@ void link::refuse(const std::string& why) {
   state_ = state::handshaking;  // no data is queued for it any more
 }
 
+void link::finish() {
+  if (state_ != state::up) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (finishing_) return;
+    finishing_ = true;
+  }
+  schedule_kick();
+}
+
 void link::adopt_counters(std::shared_ptr<link_counters> kept) {
   if (kept == counters_) return;
   // What this connection counted so far (its hello) moves over.
@@ -190,7 +200,7 @@ void link::adopt_counters(std::shared_ptr<link_counters> kept) {
 void link::push_control(const BridgeRecord& record) {
   {
     std::lock_guard lock(mutex_);
-    if (state_ == state::closed) return;
+    if (state_ == state::closed || finishing_) return;
     entry e;
     append_record(record, e.bytes);
     e.interest = record.has_interest();
@@ -215,7 +225,7 @@ bool link::full() const {
 
 link::push_result link::push_data(const topic_info& t, const frame_view& frame) {
   std::unique_lock lock(mutex_);
-  if (state_ != state::up) return push_result::closed;
+  if (state_ != state::up || finishing_) return push_result::closed;
   if (full()) {
     bool room = false;
     if (t.qos == qos_policy::reliable) {
@@ -309,7 +319,20 @@ void link::kick() {
   }
   room_.notify_all();
   if (out_.empty()) {
-    if (close_after_flush_) close(close_reason_);
+    if (close_after_flush_) return close(close_reason_);
+    bool finishing = false;
+    {
+      std::lock_guard lock(mutex_);
+      finishing = finishing_;
+    }
+    if (finishing && !fin_sent_) {
+      // Everything queued is written: the FIN follows it, and the peer
+      // closes once it has read all. Closing here instead could reset the
+      // connection and lose what is still in flight.
+      fin_sent_ = true;
+      boost::system::error_code ec;
+      stream_.next_layer().shutdown(tcp::socket::shutdown_send, ec);
+    }
     return;
   }
   writing_ = true;
@@ -374,7 +397,7 @@ void link::arm_heartbeat() {
       std::lock_guard lock(self->mutex_);
       idle = self->queue_.empty();
     }
-    if (self->state_ == state::up && idle && !self->writing_) {
+    if (self->state_ == state::up && idle && !self->writing_ && !self->fin_sent_) {
       BridgeRecord r;
       r.mutable_ping();
       self->push_control(r);

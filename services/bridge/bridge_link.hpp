@@ -87,6 +87,10 @@ class link : public std::enable_shared_from_this<link> {
   void close(const std::string& why);
   // Sends a refusal with `why`, then closes.
   void refuse(const std::string& why);
+  // The bridge is stopping: takes no more frames or control records, writes
+  // what is queued, then half-closes (FIN) so that the peer reads all of it
+  // and closes its side; reading goes on until then. Io thread.
+  void finish();
   // Queues a control record (hello, proof, refusal, interest): never dropped.
   // An interest record replaces one still queued (only the latest set
   // matters), so the control records queued stay bounded.
@@ -169,6 +173,8 @@ class link : public std::enable_shared_from_this<link> {
   std::string peer_name_;
   std::string close_reason_;
   bool close_after_flush_ = false;
+  bool finishing_ = false;  // guarded by mutex_ (push_data checks it on other threads)
+  bool fin_sent_ = false;   // io thread
   bool malformed_ = false;
   bool was_up_ = false;
   bool refused_handshake_ = false;

@@ -273,17 +273,53 @@ void bridge::accept() {
       boost::system::error_code rec;
       const auto remote = socket.remote_endpoint(rec);
       const std::string peer = rec ? "unknown peer" : remote.address().to_string() + ":" + std::to_string(remote.port());
-      if (links_.size() >= options_.max_links) {
-        ++refused_;
-        log_line(log_level::warn, "bridge: refusing " + peer + ": already " + std::to_string(links_.size()) + " links");
-      } else {
-        make_link(std::move(socket), false, peer, std::make_shared<link_counters>())->start();
+      if (!rec && admit(remote.address(), peer)) {
+        auto l = make_link(std::move(socket), false, peer, std::make_shared<link_counters>());
+        l->source = remote.address();
+        l->start();
       }
     } else {
       log_line(log_level::warn, "bridge: accept failed: " + ec.message());
     }
     accept();
   });
+}
+
+bool bridge::admit(const asio::ip::address& source, const std::string& peer) {
+  std::size_t up = 0, handshaking = 0, from_source = 0;
+  for (const auto& l : links_) {
+    if (l->current_state() == link::state::up) {
+      ++up;
+    } else if (!l->dialed()) {
+      ++handshaking;
+      from_source += l->source == source;
+    }
+  }
+  const auto refuse = [&](const std::string& why) {
+    ++refused_;
+    log_line(log_level::warn, "bridge: refusing " + peer + ": " + why);
+    return false;
+  };
+  if (up >= options_.max_links) return refuse("already " + std::to_string(up) + " links");
+  const bool source_full = from_source >= options_.max_handshakes_per_source;
+  if (!source_full && handshaking < options_.max_handshakes) return true;
+  // Full. A connection that has not said a word yet is the likeliest to be
+  // idle or hostile, and a real peer says its hello as soon as it connects:
+  // the oldest silent one (from this source when this source is at its
+  // limit) makes room for the newcomer. The handshake timeout ends the rest.
+  std::shared_ptr<link> oldest;
+  for (const auto& l : links_)
+    if (!l->dialed() && l->current_state() == link::state::handshaking && !l->heard() &&
+        (!source_full || l->source == source) && (!oldest || l->started() < oldest->started()))
+      oldest = l;
+  if (!oldest)
+    return refuse(source_full ? std::to_string(from_source) + " handshakes from this address already"
+                              : std::to_string(handshaking) + " handshakes already");
+  ++refused_;
+  log_line(log_level::info, "bridge: handshake slots are full: closing " + oldest->peer() +
+                                ", which has said nothing yet, to make room for " + peer);
+  oldest->close("handshake slots are full and it had said nothing");
+  return true;
 }
 
 std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const std::string& peer,

@@ -46,7 +46,12 @@ struct bridge_options {
   std::chrono::milliseconds backoff_min{100}, backoff_max{2000};
   std::chrono::milliseconds rescan{200};  // registry poll, besides inotify
   std::uint32_t max_hops = 4;
-  std::size_t max_links = 64;         // connections at once, handshaking included
+  std::size_t max_links = 64;         // established links at once
+  // Accepted connections still in their handshake: at most this many, and at
+  // most max_handshakes_per_source from one address, so that idle connections
+  // cannot keep real peers out (see accept()).
+  std::size_t max_handshakes = 16;
+  std::size_t max_handshakes_per_source = 4;
   std::size_t max_topics_per_link = 1024;
   link_limits limits;
   republish_worker::limits republish;  // received, not yet republished, per link
@@ -104,6 +109,9 @@ class bridge {
   };
 
   void accept();
+  // Whether an accepted connection from `source` may start its handshake:
+  // makes room by closing the oldest silent handshake if need be.
+  bool admit(const boost::asio::ip::address& source, const std::string& peer);
   void dial(dialer& d);
   void retry_later(dialer& d);
   std::shared_ptr<link> make_link(boost::asio::ip::tcp::socket socket, bool dialed, const std::string& peer,

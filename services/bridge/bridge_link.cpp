@@ -78,6 +78,7 @@ void link::read() {
       if (self->state_ == state::closed) return;
       if (ec) return self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
       self->last_heard_ = std::chrono::steady_clock::now();
+      self->heard_ = true;
       self->counters_->bytes_received.fetch_add(n, std::memory_order_relaxed);
       if (self->close_after_flush_) return self->read();  // refused: what else it says is not read
       if (!self->reader_.feed(std::string_view(self->read_buffer_.data(), n))) {
@@ -377,10 +378,10 @@ void link::arm_heartbeat() {
     // Before the hello the deadline counts from the connect, not from the last
     // byte: a peer trickling a byte at a time must not hold a slot for ever.
     if (self->read_paused_) self->last_heard_ = now;  // we are not listening: its silence is ours
-    const auto quiet = now - (self->state_ == state::up ? self->last_heard_ : self->started_);
-    if (quiet > self->limits_.timeout) {
-      return self->close(std::string(self->state_ == state::up ? "nothing heard from the peer" : "no hello") +
-                         " for " +
+    const bool up = self->state_ == state::up;
+    const auto quiet = now - (up ? self->last_heard_ : self->started_);
+    if (quiet > (up ? self->limits_.timeout : self->limits_.handshake_timeout)) {
+      return self->close(std::string(up ? "nothing heard from the peer" : "handshake not done") + " after " +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count()) +
                          " ms");
     }

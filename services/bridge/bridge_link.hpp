@@ -61,6 +61,9 @@ struct link_limits {
   std::size_t hello_record = 4096;        // before it: a stranger gets no more
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds timeout{3000};  // nothing heard for this long: the link is dead
+  // From the connect until the peer's proof checked out: a connection that
+  // does not get there holds a handshake slot no longer.
+  std::chrono::milliseconds handshake_timeout{2000};
 };
 
 using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
@@ -113,6 +116,11 @@ class link : public std::enable_shared_from_this<link> {
   // The peer sent bytes that are not records (or too large ones).
   bool malformed() const { return malformed_; }
   bool was_up() const { return was_up_; }
+  // Io thread: the peer has sent at least one byte.
+  bool heard() const { return heard_; }
+  std::chrono::steady_clock::time_point started() const { return started_; }
+  // The address an accepted connection came from (set by the bridge).
+  boost::asio::ip::address source;
   // This side refused the peer during the handshake (version, token, duplicate, ...).
   bool refused_handshake() const { return refused_handshake_; }
   link_counters& counters() { return *counters_; }
@@ -178,6 +186,7 @@ class link : public std::enable_shared_from_this<link> {
   bool malformed_ = false;
   bool was_up_ = false;
   bool refused_handshake_ = false;
+  bool heard_ = false;
 
   bool read_paused_ = false;
   bool read_parked_ = false;  // paused with no read in flight: resume_reading() starts one

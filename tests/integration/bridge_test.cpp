@@ -788,6 +788,26 @@ BOOST_AUTO_TEST_CASE(the_token_never_crosses_the_wire) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(idle_connections_do_not_keep_a_real_peer_out) {
+  site a("a"), b("b");
+  // Long timeouts: only how a shares its handshake slots may let b in, not
+  // idle connections timing out.
+  a.start_bridge({}, {"--link-timeout-ms", "30000", "--handshake-timeout-ms", "30000"});
+  std::vector<std::unique_ptr<raw_peer>> idle;
+  for (int i = 0; i < 100; ++i) idle.push_back(std::make_unique<raw_peer>(a.port));
+  // All from 127.0.0.1, like b: a keeps a few of them and refuses (closes) the rest.
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    const auto st = a.status();
+    return st && st->refused() >= 90;
+  }, 10s), status_text(a));
+  const std::uint64_t refused_before = a.status()->refused();
+  b.start_bridge({a.port});
+  BOOST_TEST(eventually([&] { return a.links_up() == 1 && b.links_up() == 1; }, 10s), status_text(a));
+  // b took the slot of an idle connection: one more refusal.
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->refused() > refused_before; }, 5s),
+             status_text(a));
+}
+
 BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
   site a("a");
   child_process p(built_program("ipcbus-bridge"),

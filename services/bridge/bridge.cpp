@@ -467,6 +467,7 @@ void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
     std::vector<std::string> patterns;
     for (const auto& p : r.interest().patterns()) {
       if (patterns.size() >= options_.max_topics_per_link) {
+        ++interest_cut_;  // counted every time; logged once per link
         if (!l->interest_cut_logged)
           log_line(log_level::warn, "bridge: " + l->peer_name() + " is interested in more than " +
                                         std::to_string(options_.max_topics_per_link) +
@@ -732,6 +733,7 @@ void bridge::publish_status() {
       add(l->peer(), l->peer_name(), "handshaking", l->counters(), l->queued_bytes(), "");
   status->set_refused(refused_);
   status->set_bad_records(bad_records_);
+  status->set_interest_cut(interest_cut_);
   std::string bytes;
   entry_.SerializeToString(&bytes);
   const auto now = std::chrono::steady_clock::now();

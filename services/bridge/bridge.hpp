@@ -157,7 +157,7 @@ class bridge {
   Participant entry_;
   std::string last_status_;
   std::chrono::steady_clock::time_point last_status_time_;
-  std::uint64_t refused_ = 0, bad_records_ = 0;
+  std::uint64_t refused_ = 0, bad_records_ = 0, interest_cut_ = 0;
   bool stopped_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point drain_deadline_;

@@ -730,6 +730,35 @@ BOOST_AUTO_TEST_CASE(a_peer_cannot_make_the_bridge_republish_topics_nobody_here_
              status_text(a));
 }
 
+BOOST_AUTO_TEST_CASE(interest_beyond_the_pattern_limit_is_counted_and_shown_by_ipcbus_stats) {
+  site a("a");
+  a.start_bridge({});
+  raw_peer p(a.port);
+  raw_handshake(p, "s3cret");
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {  // a's interest: the link is up
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+  ipcbus::BridgeRecord interest;
+  for (int i = 0; i < 1100; ++i) interest.mutable_interest()->add_patterns("many/" + std::to_string(i));
+  p.send(delimited(interest));
+  ipcbus::BridgeRecord ping;
+  ping.mutable_ping();
+  BOOST_TEST(eventually([&] {
+    p.send(delimited(ping));  // a raw peer must keep the link alive itself
+    const auto st = a.status();
+    return st && st->interest_cut() == 1;
+  }, 10s), status_text(a));
+  child_process text(built_program("ipcbus"), {"--config", a.config.string(), "stats", "--interval", "0.1"});
+  text.wait(20s);
+  BOOST_TEST(text.output().find("interest cut 1") != std::string::npos, text.output());
+  child_process json(built_program("ipcbus"), {"--config", a.config.string(), "stats", "--interval", "0.1", "--json"});
+  json.wait(20s);
+  BOOST_TEST(json.output().find("\"interest_cut\":1") != std::string::npos, json.output());
+}
+
 BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
   site a("a");
   a.start_bridge({});

@@ -759,6 +759,87 @@ BOOST_AUTO_TEST_CASE(interest_beyond_the_pattern_limit_is_counted_and_shown_by_i
   BOOST_TEST(json.output().find("\"interest_cut\":1") != std::string::npos, json.output());
 }
 
+namespace {
+
+// A raw peer through the handshake, once a's interest arrived (the link is up).
+void raw_link_up(raw_peer& p) {
+  raw_handshake(p, "s3cret");
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+}
+
+ipcbus::BridgeRecord interest_in(std::vector<std::string> patterns) {
+  ipcbus::BridgeRecord r;
+  r.mutable_interest();
+  for (auto& p : patterns) r.mutable_interest()->add_patterns(p);
+  return r;
+}
+
+std::string ping_bytes() {
+  ipcbus::BridgeRecord r;
+  r.mutable_ping();
+  return delimited(r);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_link_timeout) {
+  site a("a");
+  const std::string rules = "topics: [ { match: \"stall/#\", qos: drop_newest } ]\n";
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));  // the test's publisher never waits
+  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000"});
+  raw_peer p(a.port);
+  raw_link_up(p);
+  p.send(delimited(interest_in({"stall/#"})));
+  auto pub = a.bus->advertise<Sample>("stall/x");
+  // The peer keeps talking (pings) but reads nothing: a's socket buffers fill
+  // and its writes stop making progress.
+  const auto given_up = [&] {
+    const auto st = a.status();
+    if (!st) return false;
+    return std::any_of(st->links().begin(), st->links().end(), [](const auto& l) {
+      return l.last_error().find("took in nothing") != std::string::npos;
+    });
+  };
+  std::uint64_t i = 0;
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    for (int k = 0; k < 16; ++k) pub.publish(ipcbus::test::make_sample(++i, 64 * 1024));
+    return given_up();
+  }, 20s), status_text(a));
+  BOOST_TEST(a.links_up() == 0u, status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {
+  site a("a");
+  a.start_bridge({});
+  auto one = a.bus->advertise<Sample>("r/one");
+  auto two = a.bus->advertise<Sample>("r/two");
+  raw_peer p(a.port);
+  raw_link_up(p);
+  p.send(delimited(interest_in({"r/one"})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());  // a raw peer must keep the link alive itself
+    return one.subscriber_count() == 1 && two.subscriber_count() == 0;
+  }, 10s));
+  // The whole set every time: r/one is no longer in it.
+  p.send(delimited(interest_in({"r/two"})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    return one.subscriber_count() == 0 && two.subscriber_count() == 1;
+  }, 10s));
+  p.send(delimited(interest_in({})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    return one.subscriber_count() == 0 && two.subscriber_count() == 0;
+  }, 10s));
+}
+
 BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
   site a("a");
   a.start_bridge({});

@@ -379,11 +379,11 @@ void bridge::retry_later(dialer& d) {
 
 std::string bridge::check_hello(link& l, const BridgeHello& hello) {
   // The link checked the version and the proof of the token already.
-  if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + hello.name() + ")";
+  if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + l.peer_name() + ")";
   for (auto& d : dialers_)
     if (d->current.get() == &l) {
       d->peer_bus = hello.bus_id();
-      d->peer_name = hello.name();
+      d->peer_name = l.peer_name();
     }
   // One link per pair of buses. When both dialed, both sides keep the link
   // dialed by the bus with the smaller id, so they agree without talking.
@@ -405,7 +405,7 @@ std::string bridge::check_hello(link& l, const BridgeHello& hello) {
       });
     auto& p = accepted_[hello.bus_id()];
     p.address = l.peer();
-    p.name = hello.name().substr(0, 200);
+    p.name = l.peer_name();
     l.adopt_counters(p.counters);
   }
   return {};
@@ -503,7 +503,7 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
   // as dropped), so a peer cannot create resources at will.
   if (!matches_any(interest_, t.topic())) {
     ++bad_records_;
-    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + t.topic().substr(0, 300) +
+    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + printable(t.topic()) +
                                   "' that no subscriber here asked for: not republished");
     l.inbound.emplace(t.id(), std::move(in));
     return;
@@ -518,8 +518,8 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     for (const auto& file : t.descriptors().file()) built = built && pool.BuildFile(file) != nullptr;
     descriptor = built ? pool.FindMessageTypeByName(t.type_name()) : nullptr;
     if (!descriptor)
-      log_line(log_level::warn, "bridge: topic '" + t.topic() + "' from " + l.peer_name() +
-                                    ": no usable descriptors for " + t.type_name());
+      log_line(log_level::warn, "bridge: topic '" + printable(t.topic()) + "' from " + l.peer_name() +
+                                    ": no usable descriptors for " + printable(t.type_name()));
   }
   std::error_code ec;
   if (descriptor) {
@@ -528,8 +528,8 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     in.publisher = detail::publisher_core::create(bus_.state(), t.topic(), t.type_name(), nullptr, ec);
   }
   if (ec) {
-    log_line(log_level::warn, "bridge: cannot republish topic '" + t.topic().substr(0, 300) + "' from " +
-                                  l.peer_name() + ": " + Bus::describe_failure("advertise", t.topic(), ec));
+    log_line(log_level::warn, "bridge: cannot republish topic '" + printable(t.topic()) + "' from " +
+                                  l.peer_name() + ": " + Bus::describe_failure("advertise", printable(t.topic()), ec));
     in.publisher.reset();
   } else {
     // The peer sends only what our subscribers asked for: give them a moment
@@ -549,7 +549,7 @@ void bridge::on_data(link& l, BridgeData& d) {
   frame_view frame;
   if (decode_frame(d.frame(), frame)) {
     ++bad_records_;
-    return l.close("malformed frame on topic '" + it->second.topic + "'");
+    return l.close("malformed frame on topic '" + printable(it->second.topic) + "'");
   }
   // Loops: never republish what started here or went round too often.
   if (!it->second.publisher || frame.header.origin_host == bus_id_ || frame.header.hop_count + 1 > options_.max_hops) {

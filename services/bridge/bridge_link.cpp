@@ -113,11 +113,11 @@ void link::resume_reading() {
 void link::handle(BridgeRecord& r) {
   auto self = shared_from_this();
   if (state_ == state::handshaking) {
-    if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
+    if (r.has_refusal()) return close("refused by the peer: " + printable(r.refusal().reason()));
     if (!got_hello_) {
       if (!r.has_hello()) return refuse("expected a hello first");
       peer_bus_ = r.hello().bus_id();
-      peer_name_ = r.hello().name().substr(0, 200);
+      peer_name_ = printable(r.hello().name(), 100);  // goes into logs and stats
       if (r.hello().version() != protocol_version)
         return refuse("protocol version " + std::to_string(r.hello().version()) +
                       " is not supported (this bridge speaks " + std::to_string(protocol_version) + ")");
@@ -142,7 +142,7 @@ void link::handle(BridgeRecord& r) {
     return;
   }
   if (r.has_ping()) return;
-  if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
+  if (r.has_refusal()) return close("refused by the peer: " + printable(r.refusal().reason()));
   if (r.has_hello() || r.has_auth()) return refuse("a second hello");
   if (r.has_data()) counters_->received.fetch_add(1, std::memory_order_relaxed);
   hooks_.on_record(self, r);

@@ -840,6 +840,72 @@ BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {
   }, 10s));
 }
 
+BOOST_AUTO_TEST_CASE(a_peers_name_and_refusal_reason_reach_logs_and_stats_only_printable_and_bounded) {
+  // Valid UTF-8 (protobuf refuses anything else in a string field), but with
+  // terminal escapes, a line break, a non-ASCII letter and far too long.
+  const std::string hostile = std::string("evil\x1b[2J\n\xc3\xa9") + std::string(1000, 'x');
+  const auto clean = [](const std::string& text) {
+    return text.size() <= 250 && std::none_of(text.begin(), text.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e;
+    });
+  };
+  site a("a");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);
+    ipcbus::BridgeRecord h = hello();
+    h.mutable_hello()->set_name(hostile);
+    p.send(delimited(h));
+    std::string got;
+    std::string nonce;
+    BOOST_REQUIRE(eventually([&] {
+      got += p.read_for(50ms);
+      for (const auto& r : records_in(got))
+        if (r.has_hello()) nonce = r.hello().nonce();
+      return !nonce.empty();
+    }, 10s));
+    p.send(delimited(proof("s3cret", nonce)));
+    std::string name;
+    BOOST_TEST(eventually([&] {
+      p.send(ping_bytes());
+      const auto st = a.status();  // nullopt if the entry no longer parses
+      if (!st || st->links_size() != 1 || st->links(0).state() != "up") return false;
+      name = st->links(0).peer_name();
+      return true;
+    }, 10s), status_text(a));
+    BOOST_TEST(clean(name), name);
+    BOOST_TEST(name.starts_with("evil\\x1b[2J\\x0a\\xc3\\xa9x"), name);
+  }
+  // A listener that refuses b's dial with a hostile reason.
+  site b("b");
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  BOOST_REQUIRE(::listen(listener, 4) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  b.start_bridge({ntohs(addr.sin_port)});
+  const int conn = ::accept(listener, nullptr, nullptr);
+  BOOST_REQUIRE(conn >= 0);
+  ipcbus::BridgeRecord refusal;
+  refusal.mutable_refusal()->set_reason(hostile);
+  const std::string bytes = delimited(refusal);
+  (void)::send(conn, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string error;
+  BOOST_TEST(eventually([&] {
+    const auto st = b.status();
+    for (const auto& l : st ? st->links() : decltype(st->links()){})
+      if (l.last_error().starts_with("refused by the peer: ")) error = l.last_error();
+    return !error.empty();
+  }, 10s), status_text(b));
+  BOOST_TEST(clean(error), error);
+  BOOST_TEST(error.starts_with("refused by the peer: evil\\x1b[2J"), error);
+  ::close(conn);
+  ::close(listener);
+}
+
 BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
   site a("a");
   a.start_bridge({});

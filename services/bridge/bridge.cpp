@@ -290,7 +290,7 @@ bool bridge::admit(const asio::ip::address& source, const std::string& peer) {
   for (const auto& l : links_) {
     if (l->current_state() == link::state::up) {
       ++up;
-    } else if (!l->dialed()) {
+    } else if (!l->dialed() && l->current_state() == link::state::handshaking) {  // not closed, on its way out
       ++handshaking;
       from_source += l->source == source;
     }

@@ -115,18 +115,22 @@ void republish_worker::run() {
     busy_ = true;
     lock.unlock();
     if (room && on_room_) on_room_();
+    bool failed = false;
     if (j.frame.empty()) {
       j.publisher->wait_for_subscribers(j.subscribers, j.wait);
     } else {
       frame_view frame;
       // Checked on the io thread already; a second decode here is cheap and
       // keeps the job to one owned string.
-      if (decode_frame(j.frame, frame) || j.publisher->publish_forwarded(frame.header, frame.payload))
-        counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
+      failed = decode_frame(j.frame, frame) || j.publisher->publish_forwarded(frame.header, frame.payload);
+      if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
     }
     j.publisher.reset();
     lock.lock();
     busy_ = false;
+    // The link is gone and a local subscriber is stuck: waiting out the
+    // timeout for every frame left would keep this thread for minutes.
+    if (failed && retired_) drop_queued_ = true;
   }
   auto publishers = std::move(to_close_);
   const auto drain = drop_queued_ ? std::chrono::milliseconds(0) : drain_;

@@ -53,9 +53,9 @@ class republish_worker {
   // True while the queue is at its limit: the link should not read more.
   bool full() const;
   // The link is gone: republish what is queued (each frame still bounded by
-  // its topic's publish_timeout), then close `publishers` draining for up to
-  // `drain`; the thread then ends. With `drop_queued`, what is queued is
-  // dropped and counted instead.
+  // its topic's publish_timeout; after the first that fails, the rest are
+  // dropped), then close `publishers` draining for up to `drain`; the thread
+  // then ends. With `drop_queued`, what is queued is dropped and counted instead.
   void retire(std::vector<std::shared_ptr<detail::publisher_core>> publishers, std::chrono::milliseconds drain,
               bool drop_queued);
   // Nothing queued and no republish in progress.

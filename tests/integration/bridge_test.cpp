@@ -387,6 +387,33 @@ BOOST_AUTO_TEST_CASE(sigterm_sends_what_is_queued_before_the_bridge_exits) {
   BOOST_TEST(all, missing << " of " << count << " queued at SIGTERM never arrived");
 }
 
+BOOST_AUTO_TEST_CASE(a_peer_that_never_closes_holds_up_sigterm_only_until_the_drain_limit_or_a_second_signal) {
+  site a("a"), b("b");
+  b.start_bridge({}, {"--link-timeout-ms", "30000"});
+  const auto exited_cleanly = [](child_process& p, std::chrono::milliseconds within) {
+    const int status = p.wait(within);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  };
+  // A frozen peer never reads a's FIN nor closes: a waits for it...
+  a.start_bridge({b.port}, {"--link-timeout-ms", "30000", "--drain-ms", "500"});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1; }, 10s));
+  b.bridge->signal(SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  a.bridge->signal(SIGTERM);
+  // ... but no longer than --drain-ms.
+  BOOST_TEST(exited_cleanly(*a.bridge, 5s));
+  BOOST_TEST((std::chrono::steady_clock::now() - start >= 400ms));
+  b.bridge->signal(SIGCONT);
+  a.start_bridge({b.port}, {"--link-timeout-ms", "30000", "--drain-ms", "60000"});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1; }, 10s));
+  b.bridge->signal(SIGSTOP);
+  a.bridge->signal(SIGTERM);
+  BOOST_TEST(a.bridge->wait(300ms) == -1, "a did not wait for its peer");
+  a.bridge->signal(SIGTERM);  // the second one: no more waiting
+  BOOST_TEST(exited_cleanly(*a.bridge, 5s));
+  b.bridge->signal(SIGCONT);
+}
+
 BOOST_AUTO_TEST_CASE(sighup_reloads_the_exports_and_the_bridge_keeps_running) {
   site a("a", "s3cret", "[\"one/#\"]"), b("b");
   a.start_bridge({});
@@ -940,7 +967,7 @@ BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
     BOOST_TEST(why.find("hello") != std::string::npos, why);
   }
   {
-    raw_peer p(a.port);  // a stranger that says nothing is let go after the link timeout
+    raw_peer p(a.port);  // a stranger that says nothing is let go after the handshake timeout
     p.read_until_closed();
     BOOST_TEST(p.closed);
   }

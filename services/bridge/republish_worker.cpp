@@ -1,12 +1,21 @@
 #include "republish_worker.hpp"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include "ipcbus/frame_codec.hpp"
 
 namespace ipcbus::bridge {
 
 republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room)
     : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)) {
+  // The io thread owns the signals (asio::signal_set): this thread starts
+  // with all of them blocked, so none interrupts a republish.
+  sigset_t all, previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   thread_ = std::thread([this] { run(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 republish_worker::~republish_worker() {

@@ -82,25 +82,28 @@ int run(const flags& f) {
   ipcbus::log_line(ipcbus::log_level::info, "bridge: domain '" + bus.domain() + "' listening on '" + o.listen +
                                                 "', " + std::to_string(o.peers.size()) + " peer(s) to dial");
   if (!o.listen.empty()) std::cout << "listening " << b.listen_port() << std::endl;  // tests and scripts read it
-  // SIGHUP re-reads the configuration's export patterns; the rest (listen,
-  // peers, token, TLS) is fixed for the process's life: changing it means
-  // other connections, so restart the bridge for that.
+  // SIGHUP reloads the configuration as in every ipcbus process (topic rules
+  // for what is created afterwards, docs/architecture.md) and takes its export
+  // patterns; the rest of `bridge:` (listen, peers, token, TLS) is fixed for
+  // the process's life: changing it means other connections, so restart the
+  // bridge for that.
   const auto reload = [&] {
-    if (!f.exports.empty()) {
-      ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: the exports come from --export; nothing to reload");
+    std::error_code rec;
+    bus.reload_config(rec);  // logs what is wrong with the file itself
+    if (rec) {
+      ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: configuration not reloaded: " + rec.message());
       return;
     }
-    try {
-      const auto cfg = f.config_file.empty() ? ipcbus::load_config_from_environment()
-                                             : ipcbus::load_config_file(f.config_file);
-      std::string reason;
-      if (!b.set_exports(cfg.bridge.export_patterns, reason))
-        ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: keeping the exports: " + reason);
-      else
-        ipcbus::log_line(ipcbus::log_level::info, "bridge: SIGHUP: exports reloaded from " + cfg.source);
-    } catch (const std::exception& e) {
-      ipcbus::log_line(ipcbus::log_level::warn, std::string("bridge: SIGHUP: keeping the exports: ") + e.what());
+    if (!f.exports.empty()) {
+      ipcbus::log_line(ipcbus::log_level::info, "bridge: SIGHUP: the exports come from --export and stay");
+      return;
     }
+    const auto cfg = bus.configuration();
+    std::string reason;
+    if (!b.set_exports(cfg.bridge.export_patterns, reason))
+      ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: keeping the exports: " + reason);
+    else
+      ipcbus::log_line(ipcbus::log_level::info, "bridge: SIGHUP: exports reloaded from " + cfg.source);
   };
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& sec, int number) {

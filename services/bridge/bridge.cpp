@@ -80,7 +80,8 @@ bridge::bridge(asio::io_context& io, Bus& bus, bridge_options options)
       bus_id_(bus.state()->host_id),
       tls_context_(asio::ssl::context::tls),
       acceptor_(io),
-      rescan_timer_(io) {
+      rescan_timer_(io),
+      drain_timer_(io) {
   hello_.set_version(protocol_version);
   hello_.set_bus_id(bus_id_);
   hello_.set_name(bus.domain() + "@" + bus.state()->host);
@@ -174,12 +175,75 @@ void bridge::start(std::error_code& ec, std::string& why) {
   arm_rescan();
 }
 
+void bridge::drain(std::chrono::milliseconds limit, std::function<void()> done) {
+  if (stopped_) return;
+  if (draining_) {  // asked again: no more waiting
+    drain_deadline_ = std::chrono::steady_clock::now();
+    return check_drained();
+  }
+  draining_ = true;
+  drained_ = std::move(done);
+  drain_deadline_ = std::chrono::steady_clock::now() + limit;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  for (auto& d : dialers_) d->timer->cancel();
+  // What the local bus publishes from now on is not carried: only what is queued.
+  for (auto& [topic, r] : routes_) {
+    {
+      std::lock_guard lock(r->mutex);
+      r->links.clear();
+    }
+    if (r->subscription) r->subscription->close();
+  }
+  routes_.clear();
+  for (auto& l : std::vector(links_)) {
+    if (l->current_state() == link::state::up)
+      l->finish();
+    else
+      l->close("bridge stopping");
+  }
+  check_drained();
+}
+
+void bridge::check_drained() {
+  if (stopped_) return;
+  reap_workers();
+  if ((links_.empty() && retiring_.empty()) || std::chrono::steady_clock::now() >= drain_deadline_) {
+    if (!links_.empty() || !retiring_.empty())
+      log_line(log_level::warn, "bridge: stopping with frames still queued or being republished: they are dropped");
+    stop();
+    if (auto done = std::move(drained_)) done();
+    return;
+  }
+  drain_timer_.expires_after(std::chrono::milliseconds(20));
+  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) check_drained();
+  });
+}
+
+bool bridge::set_exports(std::vector<std::string> exports, std::string& why) {
+  for (const auto& p : exports)
+    if (validate_pattern(p, &why)) {
+      why = "export '" + p + "': " + why;
+      return false;
+    }
+  options_.exports = std::move(exports);
+  entry_.set_topic(join(options_.exports));
+  entry_.mutable_bridge()->clear_export_();
+  for (const auto& p : options_.exports) entry_.mutable_bridge()->add_export_(p);
+  last_status_time_ = {};  // `ipcbus list` shows the new exports at once
+  publish_status();
+  update_routes(last_listing_);  // routes of topics no longer exported close here
+  return true;
+}
+
 void bridge::stop() {
   if (stopped_) return;
   stopped_ = true;
   boost::system::error_code ec;
   acceptor_.close(ec);
   rescan_timer_.cancel();
+  drain_timer_.cancel();
   if (watcher_) watcher_->close();
   for (auto& d : dialers_) d->timer->cancel();
   for (auto& l : std::vector(links_)) l->close("bridge stopping");
@@ -191,31 +255,71 @@ void bridge::stop() {
     if (r->subscription) r->subscription->close();
   }
   routes_.clear();
-  for (auto& l : links_)
-    for (auto& [id, in] : l->inbound)
-      if (in.publisher) in.publisher->close(std::chrono::milliseconds(200));
+  // Each worker drops what it still holds and closes its publishers, all at
+  // once; then this waits for them (a republish in progress ends within its
+  // topic's publish_timeout).
+  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(200), true);
   links_.clear();
+  for (auto& w : retiring_) w->retire({}, std::chrono::milliseconds(0), true);
+  for (auto& w : retiring_) w->join();
+  retiring_.clear();
   registration_.reset();
 }
 
 void bridge::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
-    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (stopped_ || draining_ || ec == asio::error::operation_aborted) return;
     if (!ec) {
       boost::system::error_code rec;
       const auto remote = socket.remote_endpoint(rec);
       const std::string peer = rec ? "unknown peer" : remote.address().to_string() + ":" + std::to_string(remote.port());
-      if (links_.size() >= options_.max_links) {
-        ++refused_;
-        log_line(log_level::warn, "bridge: refusing " + peer + ": already " + std::to_string(links_.size()) + " links");
-      } else {
-        make_link(std::move(socket), false, peer, std::make_shared<link_counters>())->start();
+      if (!rec && admit(remote.address(), peer)) {
+        auto l = make_link(std::move(socket), false, peer, std::make_shared<link_counters>());
+        l->source = remote.address();
+        l->start();
       }
     } else {
       log_line(log_level::warn, "bridge: accept failed: " + ec.message());
     }
     accept();
   });
+}
+
+bool bridge::admit(const asio::ip::address& source, const std::string& peer) {
+  std::size_t up = 0, handshaking = 0, from_source = 0;
+  for (const auto& l : links_) {
+    if (l->current_state() == link::state::up) {
+      ++up;
+    } else if (!l->dialed() && l->current_state() == link::state::handshaking) {  // not closed, on its way out
+      ++handshaking;
+      from_source += l->source == source;
+    }
+  }
+  const auto refuse = [&](const std::string& why) {
+    ++refused_;
+    log_line(log_level::warn, "bridge: refusing " + peer + ": " + why);
+    return false;
+  };
+  if (up >= options_.max_links) return refuse("already " + std::to_string(up) + " links");
+  const bool source_full = from_source >= options_.max_handshakes_per_source;
+  if (!source_full && handshaking < options_.max_handshakes) return true;
+  // Full. A connection that has not said a word yet is the likeliest to be
+  // idle or hostile, and a real peer says its hello as soon as it connects:
+  // the oldest silent one (from this source when this source is at its
+  // limit) makes room for the newcomer. The handshake timeout ends the rest.
+  std::shared_ptr<link> oldest;
+  for (const auto& l : links_)
+    if (!l->dialed() && l->current_state() == link::state::handshaking && !l->heard() &&
+        (!source_full || l->source == source) && (!oldest || l->started() < oldest->started()))
+      oldest = l;
+  if (!oldest)
+    return refuse(source_full ? std::to_string(from_source) + " handshakes from this address already"
+                              : std::to_string(handshaking) + " handshakes already");
+  ++refused_;
+  log_line(log_level::info, "bridge: handshake slots are full: closing " + oldest->peer() +
+                                ", which has said nothing yet, to make room for " + peer);
+  oldest->close("handshake slots are full and it had said nothing");
+  return true;
 }
 
 std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const std::string& peer,
@@ -232,7 +336,7 @@ std::shared_ptr<link> bridge::make_link(tcp::socket socket, bool dialed, const s
 }
 
 void bridge::dial(dialer& d) {
-  if (stopped_) return;
+  if (stopped_ || draining_) return;
   // A link to that bus exists already (it dialed us): keep it, look again later.
   if (d.peer_bus != 0 && std::any_of(links_.begin(), links_.end(), [&](const auto& l) {
         return l->current_state() == link::state::up && l->peer_bus() == d.peer_bus;
@@ -248,7 +352,7 @@ void bridge::dial(dialer& d) {
   d.state = "connecting";
   auto socket = std::make_shared<tcp::socket>(io_);
   socket->async_connect(d.endpoint, [this, &d, socket](const boost::system::error_code& ec) {
-    if (stopped_) return;
+    if (stopped_ || draining_) return;
     if (ec) {
       d.last_error = "connect: " + ec.message();
       return retry_later(d);
@@ -261,6 +365,7 @@ void bridge::dial(dialer& d) {
 
 void bridge::retry_later(dialer& d) {
   d.current.reset();
+  if (draining_) return;
   d.state = "backoff";
   // Exponential, with jitter so that bridges that lost each other at once do not redial in step.
   d.backoff = d.backoff.count() == 0 ? options_.backoff_min : std::min(d.backoff * 2, options_.backoff_max);
@@ -274,11 +379,11 @@ void bridge::retry_later(dialer& d) {
 
 std::string bridge::check_hello(link& l, const BridgeHello& hello) {
   // The link checked the version and the proof of the token already.
-  if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + hello.name() + ")";
+  if (hello.bus_id() == bus_id_) return "the peer is this same bus (" + l.peer_name() + ")";
   for (auto& d : dialers_)
     if (d->current.get() == &l) {
       d->peer_bus = hello.bus_id();
-      d->peer_name = hello.name();
+      d->peer_name = l.peer_name();
     }
   // One link per pair of buses. When both dialed, both sides keep the link
   // dialed by the bus with the smaller id, so they agree without talking.
@@ -300,7 +405,7 @@ std::string bridge::check_hello(link& l, const BridgeHello& hello) {
       });
     auto& p = accepted_[hello.bus_id()];
     p.address = l.peer();
-    p.name = hello.name().substr(0, 200);
+    p.name = l.peer_name();
     l.adopt_counters(p.counters);
   }
   return {};
@@ -342,9 +447,8 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
     std::lock_guard lock(r->mutex);
     std::erase(r->links, l);
   }
-  for (auto& [id, in] : l->inbound)
-    if (in.publisher) in.publisher->close(std::chrono::milliseconds(100));
-  l->inbound.clear();
+  // What the link received is still republished, on the worker's thread.
+  retire_worker(*l, std::chrono::milliseconds(100), false);
   if (!l->dialed() && l->was_up())
     if (auto it = accepted_.find(l->peer_bus()); it != accepted_.end()) it->second.last_error = l->close_reason();
   if (stopped_) return;
@@ -357,12 +461,13 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
 }
 
 void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
-  if (r.has_data()) return on_data(*l, r.data());
+  if (r.has_data()) return on_data(*l, *r.mutable_data());
   if (r.has_topic()) return on_topic(*l, r.topic());
   if (r.has_interest()) {
     std::vector<std::string> patterns;
     for (const auto& p : r.interest().patterns()) {
       if (patterns.size() >= options_.max_topics_per_link) {
+        ++interest_cut_;  // counted every time; logged once per link
         if (!l->interest_cut_logged)
           log_line(log_level::warn, "bridge: " + l->peer_name() + " is interested in more than " +
                                         std::to_string(options_.max_topics_per_link) +
@@ -398,7 +503,7 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
   // as dropped), so a peer cannot create resources at will.
   if (!matches_any(interest_, t.topic())) {
     ++bad_records_;
-    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + t.topic().substr(0, 300) +
+    log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + printable(t.topic()) +
                                   "' that no subscriber here asked for: not republished");
     l.inbound.emplace(t.id(), std::move(in));
     return;
@@ -413,8 +518,8 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     for (const auto& file : t.descriptors().file()) built = built && pool.BuildFile(file) != nullptr;
     descriptor = built ? pool.FindMessageTypeByName(t.type_name()) : nullptr;
     if (!descriptor)
-      log_line(log_level::warn, "bridge: topic '" + t.topic() + "' from " + l.peer_name() +
-                                    ": no usable descriptors for " + t.type_name());
+      log_line(log_level::warn, "bridge: topic '" + printable(t.topic()) + "' from " + l.peer_name() +
+                                    ": no usable descriptors for " + printable(t.type_name()));
   }
   std::error_code ec;
   if (descriptor) {
@@ -423,18 +528,19 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     in.publisher = detail::publisher_core::create(bus_.state(), t.topic(), t.type_name(), nullptr, ec);
   }
   if (ec) {
-    log_line(log_level::warn, "bridge: cannot republish topic '" + t.topic().substr(0, 300) + "' from " +
-                                  l.peer_name() + ": " + Bus::describe_failure("advertise", t.topic(), ec));
+    log_line(log_level::warn, "bridge: cannot republish topic '" + printable(t.topic()) + "' from " +
+                                  l.peer_name() + ": " + Bus::describe_failure("advertise", printable(t.topic()), ec));
     in.publisher.reset();
   } else {
     // The peer sends only what our subscribers asked for: give them a moment
-    // to attach, or the first frames would reach nobody.
-    in.publisher->wait_for_subscribers(local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
+    // to attach, or the first frames would reach nobody. The worker waits,
+    // not this thread; the link's frames queue behind the wait.
+    worker_for(l).settle(in.publisher, local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
   }
   l.inbound.emplace(t.id(), std::move(in));
 }
 
-void bridge::on_data(link& l, const BridgeData& d) {
+void bridge::on_data(link& l, BridgeData& d) {
   const auto it = l.inbound.find(d.topic_id());
   if (it == l.inbound.end()) {
     ++bad_records_;
@@ -443,15 +549,52 @@ void bridge::on_data(link& l, const BridgeData& d) {
   frame_view frame;
   if (decode_frame(d.frame(), frame)) {
     ++bad_records_;
-    return l.close("malformed frame on topic '" + it->second.topic + "'");
+    return l.close("malformed frame on topic '" + printable(it->second.topic) + "'");
   }
   // Loops: never republish what started here or went round too often.
   if (!it->second.publisher || frame.header.origin_host == bus_id_ || frame.header.hop_count + 1 > options_.max_hops) {
     l.counters().dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (it->second.publisher->publish_forwarded(frame.header, frame.payload))
-    l.counters().dropped.fetch_add(1, std::memory_order_relaxed);  // timed out or too large: counted by the publisher too
+  // A reliable republish may wait for a slow local subscriber: not here, on
+  // the link's worker. A full worker stops this link's reading; it resumes
+  // once the worker has room (on_room in worker_for).
+  auto& worker = worker_for(l);
+  worker.publish(it->second.publisher, std::move(*d.mutable_frame()));
+  if (worker.full()) l.pause_reading();
+}
+
+republish_worker& bridge::worker_for(link& l) {
+  if (!l.worker) {
+    std::weak_ptr<link> weak = l.shared_from_this();
+    l.worker = std::make_shared<republish_worker>(l.shared_counters(), options_.republish, [this, weak] {
+      asio::post(io_, [weak] {
+        if (auto resumed = weak.lock()) resumed->resume_reading();
+      });
+    });
+  }
+  return *l.worker;
+}
+
+void bridge::retire_worker(link& l, std::chrono::milliseconds drain, bool drop_queued) {
+  std::vector<std::shared_ptr<detail::publisher_core>> publishers;
+  for (auto& [id, in] : l.inbound)
+    if (in.publisher) publishers.push_back(std::move(in.publisher));
+  l.inbound.clear();
+  if (!l.worker) {  // not expected: a republisher comes with the worker
+    for (auto& p : publishers) p->close(std::chrono::milliseconds(0));
+    return;
+  }
+  l.worker->retire(std::move(publishers), drain, drop_queued);
+  retiring_.push_back(std::move(l.worker));
+}
+
+void bridge::reap_workers() {
+  std::erase_if(retiring_, [](const auto& w) {
+    if (!w->finished()) return false;
+    w->join();
+    return true;
+  });
 }
 
 void bridge::arm_rescan() {
@@ -465,6 +608,7 @@ void bridge::arm_rescan() {
 
 void bridge::rescan() {
   if (stopped_) return;
+  reap_workers();
   last_listing_ = list_participants(bus_.domain_directory());
   const int self = ::getpid();
   std::set<std::string> patterns;
@@ -484,7 +628,7 @@ void bridge::rescan() {
 }
 
 void bridge::update_routes(const std::vector<participant_record>& participants) {
-  if (stopped_) return;
+  if (stopped_ || draining_) return;
   const int self = ::getpid();
   std::map<std::string, const Participant*> topics;  // exported local topics with a publisher here
   for (const auto& p : participants)
@@ -589,6 +733,7 @@ void bridge::publish_status() {
       add(l->peer(), l->peer_name(), "handshaking", l->counters(), l->queued_bytes(), "");
   status->set_refused(refused_);
   status->set_bad_records(bad_records_);
+  status->set_interest_cut(interest_cut_);
   std::string bytes;
   entry_.SerializeToString(&bytes);
   const auto now = std::chrono::steady_clock::now();

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -29,6 +30,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bridge_link.hpp"
+#include "republish_worker.hpp"
 #include "ipcbus/bus.hpp"
 #include "ipcbus/detail/subscriber_core.hpp"
 #include "ipcbus/registry.hpp"
@@ -44,9 +46,15 @@ struct bridge_options {
   std::chrono::milliseconds backoff_min{100}, backoff_max{2000};
   std::chrono::milliseconds rescan{200};  // registry poll, besides inotify
   std::uint32_t max_hops = 4;
-  std::size_t max_links = 64;         // connections at once, handshaking included
+  std::size_t max_links = 64;         // established links at once
+  // Accepted connections still in their handshake: at most this many, and at
+  // most max_handshakes_per_source from one address, so that idle connections
+  // cannot keep real peers out (see accept()).
+  std::size_t max_handshakes = 16;
+  std::size_t max_handshakes_per_source = 4;
   std::size_t max_topics_per_link = 1024;
   link_limits limits;
+  republish_worker::limits republish;  // received, not yet republished, per link
 };
 
 class bridge {
@@ -58,6 +66,15 @@ class bridge {
   void start(std::error_code& ec, std::string& why);
   // Closes every link, subscription and republishing publisher.
   void stop();
+  // A graceful stop (SIGTERM): takes no new peers and no new local frames,
+  // lets every link write what it has queued and its peer close, lets the
+  // republish workers finish, then stop()s and calls `done` — at the latest
+  // after `limit`; what is left then is dropped and counted. A second call
+  // stops at once.
+  void drain(std::chrono::milliseconds limit, std::function<void()> done);
+  // New export patterns (SIGHUP). False, with `why`, for a bad pattern: the
+  // old ones stay.
+  bool set_exports(std::vector<std::string> exports, std::string& why);
   // The port actually listened on (for tcp://...:0).
   unsigned short listen_port() const;
 
@@ -92,6 +109,9 @@ class bridge {
   };
 
   void accept();
+  // Whether an accepted connection from `source` may start its handshake:
+  // makes room by closing the oldest silent handshake if need be.
+  bool admit(const boost::asio::ip::address& source, const std::string& peer);
   void dial(dialer& d);
   void retry_later(dialer& d);
   std::shared_ptr<link> make_link(boost::asio::ip::tcp::socket socket, bool dialed, const std::string& peer,
@@ -101,11 +121,16 @@ class bridge {
   void on_record(const std::shared_ptr<link>& l, BridgeRecord& r);
   void on_closed(const std::shared_ptr<link>& l);
   void on_topic(link& l, const BridgeTopic& t);
-  void on_data(link& l, const BridgeData& d);
+  void on_data(link& l, BridgeData& d);
+  republish_worker& worker_for(link& l);
+  // Hands the link's republish worker its publishers to close, off this thread.
+  void retire_worker(link& l, std::chrono::milliseconds drain, bool drop_queued);
+  void reap_workers();
   // Reads the registry: our interest, and which local topics to forward to whom.
   void rescan();
   void update_routes(const std::vector<participant_record>& participants);
   void arm_rescan();
+  void check_drained();
   void publish_status();
   std::size_t local_subscribers_for(const std::string& topic) const;
 
@@ -120,6 +145,8 @@ class bridge {
   std::vector<std::unique_ptr<dialer>> dialers_;
   std::map<std::uint64_t, accepted_peer> accepted_;
   std::vector<std::shared_ptr<link>> links_;  // handshaking and up
+  // Workers of closed links, still republishing or closing their publishers.
+  std::vector<std::shared_ptr<republish_worker>> retiring_;
   std::vector<std::string> interest_;         // what our local subscribers listen to
   std::vector<participant_record> last_listing_;
   std::map<std::string, std::shared_ptr<route>> routes_;
@@ -130,8 +157,12 @@ class bridge {
   Participant entry_;
   std::string last_status_;
   std::chrono::steady_clock::time_point last_status_time_;
-  std::uint64_t refused_ = 0, bad_records_ = 0;
+  std::uint64_t refused_ = 0, bad_records_ = 0, interest_cut_ = 0;
   bool stopped_ = false;
+  bool draining_ = false;
+  std::chrono::steady_clock::time_point drain_deadline_;
+  std::function<void()> drained_;
+  boost::asio::steady_timer drain_timer_;
 };
 
 // Parses "tcp://HOST:PORT" (HOST a name or an address; [v6] in brackets).

@@ -78,6 +78,7 @@ void link::read() {
       if (self->state_ == state::closed) return;
       if (ec) return self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
       self->last_heard_ = std::chrono::steady_clock::now();
+      self->heard_ = true;
       self->counters_->bytes_received.fetch_add(n, std::memory_order_relaxed);
       if (self->close_after_flush_) return self->read();  // refused: what else it says is not read
       if (!self->reader_.feed(std::string_view(self->read_buffer_.data(), n))) {
@@ -90,19 +91,33 @@ void link::read() {
         self->malformed_ = true;
         return self->close(self->reader_.error());
       }
+      if (self->read_paused_) {
+        self->read_parked_ = true;
+        return;
+      }
       self->read();
     });
   });
 }
 
+void link::resume_reading() {
+  if (!read_paused_) return;
+  read_paused_ = false;
+  last_heard_ = std::chrono::steady_clock::now();  // what the peer sent meanwhile waited for us, not it
+  if (read_parked_ && state_ != state::closed) {
+    read_parked_ = false;
+    read();
+  }
+}
+
 void link::handle(BridgeRecord& r) {
   auto self = shared_from_this();
   if (state_ == state::handshaking) {
-    if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
+    if (r.has_refusal()) return close("refused by the peer: " + printable(r.refusal().reason()));
     if (!got_hello_) {
       if (!r.has_hello()) return refuse("expected a hello first");
       peer_bus_ = r.hello().bus_id();
-      peer_name_ = r.hello().name().substr(0, 200);
+      peer_name_ = printable(r.hello().name(), 100);  // goes into logs and stats
       if (r.hello().version() != protocol_version)
         return refuse("protocol version " + std::to_string(r.hello().version()) +
                       " is not supported (this bridge speaks " + std::to_string(protocol_version) + ")");
@@ -127,7 +142,7 @@ void link::handle(BridgeRecord& r) {
     return;
   }
   if (r.has_ping()) return;
-  if (r.has_refusal()) return close("refused by the peer: " + r.refusal().reason());
+  if (r.has_refusal()) return close("refused by the peer: " + printable(r.refusal().reason()));
   if (r.has_hello() || r.has_auth()) return refuse("a second hello");
   if (r.has_data()) counters_->received.fetch_add(1, std::memory_order_relaxed);
   hooks_.on_record(self, r);
@@ -164,6 +179,16 @@ void link::refuse(const std::string& why) {
   state_ = state::handshaking;  // no data is queued for it any more
 }
 
+void link::finish() {
+  if (state_ != state::up) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (finishing_) return;
+    finishing_ = true;
+  }
+  schedule_kick();
+}
+
 void link::adopt_counters(std::shared_ptr<link_counters> kept) {
   if (kept == counters_) return;
   // What this connection counted so far (its hello) moves over.
@@ -176,7 +201,7 @@ void link::adopt_counters(std::shared_ptr<link_counters> kept) {
 void link::push_control(const BridgeRecord& record) {
   {
     std::lock_guard lock(mutex_);
-    if (state_ == state::closed) return;
+    if (state_ == state::closed || finishing_) return;
     entry e;
     append_record(record, e.bytes);
     e.interest = record.has_interest();
@@ -201,7 +226,7 @@ bool link::full() const {
 
 link::push_result link::push_data(const topic_info& t, const frame_view& frame) {
   std::unique_lock lock(mutex_);
-  if (state_ != state::up) return push_result::closed;
+  if (state_ != state::up || finishing_) return push_result::closed;
   if (full()) {
     bool room = false;
     if (t.qos == qos_policy::reliable) {
@@ -295,22 +320,53 @@ void link::kick() {
   }
   room_.notify_all();
   if (out_.empty()) {
-    if (close_after_flush_) close(close_reason_);
+    if (close_after_flush_) return close(close_reason_);
+    bool finishing = false;
+    {
+      std::lock_guard lock(mutex_);
+      finishing = finishing_;
+    }
+    if (finishing && !fin_sent_) {
+      // Everything queued is written: the FIN follows it, and the peer
+      // closes once it has read all. Closing here instead could reset the
+      // connection and lose what is still in flight.
+      fin_sent_ = true;
+      boost::system::error_code ec;
+      stream_.next_layer().shutdown(tcp::socket::shutdown_send, ec);
+    }
     return;
   }
   writing_ = true;
-  write_started_ = std::chrono::steady_clock::now();
+  write_progress_ = std::chrono::steady_clock::now();
+  out_written_ = 0;
+  out_frames_ = frames;
+  write_some();
+}
+
+// Piece by piece rather than one async_write, so that the heartbeat can tell a
+// peer that reads slowly (each piece goes out eventually) from one that reads nothing.
+void link::write_some() {
   auto self = shared_from_this();
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(out_), [self, frames](const boost::system::error_code& ec, std::size_t n) {
-      self->writing_ = false;
-      if (self->state_ == state::closed) return;
-      if (ec) return self->close("write failed: " + ec.message());
-      self->counters_->sent.fetch_add(frames, std::memory_order_relaxed);
-      self->counters_->bytes_sent.fetch_add(n, std::memory_order_relaxed);
-      if (self->out_.capacity() > 4 * 1024 * 1024) self->out_ = std::string{};  // one big batch: give it back
-      self->kick();
-    });
+    s.async_write_some(asio::buffer(out_.data() + out_written_, out_.size() - out_written_),
+                       [self](const boost::system::error_code& ec, std::size_t n) {
+                         if (self->state_ == state::closed) {
+                           self->writing_ = false;
+                           return;
+                         }
+                         if (ec) {
+                           self->writing_ = false;
+                           return self->close("write failed: " + ec.message());
+                         }
+                         self->write_progress_ = std::chrono::steady_clock::now();
+                         self->out_written_ += n;
+                         self->counters_->bytes_sent.fetch_add(n, std::memory_order_relaxed);
+                         if (self->out_written_ < self->out_.size()) return self->write_some();
+                         self->writing_ = false;
+                         self->counters_->sent.fetch_add(self->out_frames_, std::memory_order_relaxed);
+                         if (self->out_.capacity() > 4 * 1024 * 1024) self->out_ = std::string{};  // one big batch: give it back
+                         self->kick();
+                       });
   });
 }
 
@@ -321,18 +377,19 @@ void link::arm_heartbeat() {
     const auto now = std::chrono::steady_clock::now();
     // Before the hello the deadline counts from the connect, not from the last
     // byte: a peer trickling a byte at a time must not hold a slot for ever.
-    const auto quiet = now - (self->state_ == state::up ? self->last_heard_ : self->started_);
-    if (quiet > self->limits_.timeout) {
-      return self->close(std::string(self->state_ == state::up ? "nothing heard from the peer" : "no hello") +
-                         " for " +
+    if (self->read_paused_) self->last_heard_ = now;  // we are not listening: its silence is ours
+    const bool up = self->state_ == state::up;
+    const auto quiet = now - (up ? self->last_heard_ : self->started_);
+    if (quiet > (up ? self->limits_.timeout : self->limits_.handshake_timeout)) {
+      return self->close(std::string(up ? "nothing heard from the peer" : "handshake not done") + " after " +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count()) +
                          " ms");
     }
-    // A peer that reads nothing (its socket buffers full) is as dead as a silent one.
-    if (self->writing_ && now - self->write_started_ > self->limits_.timeout) {
-      return self->close("no write completed for " +
+    // A peer that takes in nothing (its socket buffers full) is as dead as a silent one.
+    if (self->writing_ && now - self->write_progress_ > self->limits_.timeout) {
+      return self->close("the peer took in nothing for " +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            now - self->write_started_).count()) +
+                                            now - self->write_progress_).count()) +
                          " ms");
     }
     // A ping only on an idle link: anything queued or being written keeps it alive anyway.
@@ -341,7 +398,7 @@ void link::arm_heartbeat() {
       std::lock_guard lock(self->mutex_);
       idle = self->queue_.empty();
     }
-    if (self->state_ == state::up && idle && !self->writing_) {
+    if (self->state_ == state::up && idle && !self->writing_ && !self->fin_sent_) {
       BridgeRecord r;
       r.mutable_ping();
       self->push_control(r);

@@ -37,6 +37,8 @@
 
 namespace ipcbus::bridge {
 
+class republish_worker;
+
 // Counters of one peer; a dialer keeps the same ones across reconnects.
 struct link_counters {
   std::atomic<std::uint64_t> sent{0}, received{0}, dropped{0}, reconnects{0};
@@ -59,6 +61,9 @@ struct link_limits {
   std::size_t hello_record = 4096;        // before it: a stranger gets no more
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds timeout{3000};  // nothing heard for this long: the link is dead
+  // From the connect until the peer's proof checked out: a connection that
+  // does not get there holds a handshake slot no longer.
+  std::chrono::milliseconds handshake_timeout{2000};
 };
 
 using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
@@ -85,6 +90,10 @@ class link : public std::enable_shared_from_this<link> {
   void close(const std::string& why);
   // Sends a refusal with `why`, then closes.
   void refuse(const std::string& why);
+  // The bridge is stopping: takes no more frames or control records, writes
+  // what is queued, then half-closes (FIN) so that the peer reads all of it
+  // and closes its side; reading goes on until then. Io thread.
+  void finish();
   // Queues a control record (hello, proof, refusal, interest): never dropped.
   // An interest record replaces one still queued (only the latest set
   // matters), so the control records queued stay bounded.
@@ -107,9 +116,15 @@ class link : public std::enable_shared_from_this<link> {
   // The peer sent bytes that are not records (or too large ones).
   bool malformed() const { return malformed_; }
   bool was_up() const { return was_up_; }
+  // Io thread: the peer has sent at least one byte.
+  bool heard() const { return heard_; }
+  std::chrono::steady_clock::time_point started() const { return started_; }
+  // The address an accepted connection came from (set by the bridge).
+  boost::asio::ip::address source;
   // This side refused the peer during the handshake (version, token, duplicate, ...).
   bool refused_handshake() const { return refused_handshake_; }
   link_counters& counters() { return *counters_; }
+  const std::shared_ptr<link_counters>& shared_counters() const { return counters_; }
   // Io thread, before the link is up: count into `kept` from now on (the
   // accepting side keeps one set per peer bus across reconnects).
   void adopt_counters(std::shared_ptr<link_counters> kept);
@@ -123,6 +138,14 @@ class link : public std::enable_shared_from_this<link> {
     std::shared_ptr<detail::publisher_core> publisher;  // null: refused, frames are counted as dropped
   };
   std::unordered_map<std::uint32_t, inbound_topic> inbound;
+  // Io thread: republishes what this link received (made with its first republisher).
+  std::shared_ptr<republish_worker> worker;
+
+  // Io thread. Stops reading from the peer after the records already read
+  // (its republish worker is full: TCP then pushes back on the peer), and
+  // starts again. While paused, the peer's silence does not count against it.
+  void pause_reading() { read_paused_ = true; }
+  void resume_reading();
 
  private:
   struct entry {
@@ -136,6 +159,7 @@ class link : public std::enable_shared_from_this<link> {
   void read();
   void handle(BridgeRecord& record);
   void kick();  // io thread: write what is queued
+  void write_some();  // io thread: the rest of out_
   void schedule_kick();
   void arm_heartbeat();
   bool full() const;  // with mutex_ held
@@ -157,9 +181,15 @@ class link : public std::enable_shared_from_this<link> {
   std::string peer_name_;
   std::string close_reason_;
   bool close_after_flush_ = false;
+  bool finishing_ = false;  // guarded by mutex_ (push_data checks it on other threads)
+  bool fin_sent_ = false;   // io thread
   bool malformed_ = false;
   bool was_up_ = false;
   bool refused_handshake_ = false;
+  bool heard_ = false;
+
+  bool read_paused_ = false;
+  bool read_parked_ = false;  // paused with no read in flight: resume_reading() starts one
 
   record_reader reader_;
   BridgeRecord record_;  // parsed into again and again
@@ -177,8 +207,12 @@ class link : public std::enable_shared_from_this<link> {
   BridgeRecord scratch_;  // encodes data records, under mutex_
   std::atomic<bool> kick_posted_{false};
   bool writing_ = false;  // io thread
-  std::chrono::steady_clock::time_point write_started_;  // io thread, while writing_
+  // Io thread, while writing_: when the socket last took bytes. A peer that
+  // reads slowly still takes some; one that takes none for the link timeout is dead.
+  std::chrono::steady_clock::time_point write_progress_;
   std::string out_;       // the batch being written (io thread)
+  std::size_t out_written_ = 0;
+  std::uint64_t out_frames_ = 0;  // data frames in out_
 };
 
 }  // namespace ipcbus::bridge

@@ -98,6 +98,31 @@ bool proof_matches(std::string_view expected, std::string_view received) {
   return CRYPTO_memcmp(expected.data(), received.data(), expected.size()) == 0;
 }
 
+std::string printable(std::string_view text, std::size_t max) {
+  static constexpr char hex[] = "0123456789abcdef";
+  constexpr std::string_view cut = "...";
+  // Never more than needed for the bound, however long the peer's text.
+  const std::string_view head = text.substr(0, max + 1);
+  std::string out;
+  std::size_t fits = 0;  // out's length with room for the marker after it
+  for (const char ch : head) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c > 0x7e || c == '\\') {
+      out += '\\';
+      out += 'x';
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    } else {
+      out += ch;
+    }
+    if (out.size() + cut.size() <= max) fits = out.size();
+  }
+  if (out.size() <= max && head.size() == text.size()) return out;
+  out.resize(fits);
+  if (max >= cut.size()) out += cut;
+  return out;
+}
+
 void append_record(const BridgeRecord& record, std::string& out) {
   const std::size_t size = record.ByteSizeLong();
   std::uint8_t prefix[5];

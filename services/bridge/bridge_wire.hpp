@@ -58,6 +58,12 @@ std::string auth_proof(std::string_view token, std::string_view nonce, std::uint
 // Compares a received proof with the expected one in constant time (CRYPTO_memcmp).
 bool proof_matches(std::string_view expected, std::string_view received);
 
+// Text a peer sent (its name, a refusal's reason, a topic), made fit for logs
+// and stats: every byte outside printable ASCII becomes \xNN (no terminal
+// escapes, no line breaks, nothing that is not valid UTF-8 in a proto3
+// string), and the result is at most `max` bytes, ending in "..." if cut.
+std::string printable(std::string_view text, std::size_t max = 200);
+
 // Appends the varint32 length and `record` to `out`.
 void append_record(const BridgeRecord& record, std::string& out);
 

@@ -3,9 +3,11 @@
 // `bridge:` section; command-line flags override them.
 //
 // Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime error, 2 usage error.
+// SIGINT/SIGTERM first send what is queued (--drain-ms); SIGHUP reloads the exports.
 #include <signal.h>
 
 #include <fstream>
+#include <functional>
 #include <iostream>
 
 #include <boost/asio/io_context.hpp>
@@ -22,6 +24,7 @@ struct flags {
   std::vector<std::string> peers, exports;
   bool no_listen = false;
   unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
+  unsigned drain_ms = 2000, handshake_timeout_ms = 0;
   std::uint64_t queue_bytes = 0;
   std::string log_level;
 };
@@ -52,6 +55,7 @@ int run(const flags& f) {
   if (f.heartbeat_ms) o.limits.heartbeat = std::chrono::milliseconds(f.heartbeat_ms);
   if (f.link_timeout_ms) o.limits.timeout = std::chrono::milliseconds(f.link_timeout_ms);
   if (f.max_hops) o.max_hops = f.max_hops;
+  if (f.handshake_timeout_ms) o.limits.handshake_timeout = std::chrono::milliseconds(f.handshake_timeout_ms);
   if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
   // A frame is at most the largest max_message of any rule plus its header;
   // a record carrying it a little more.
@@ -65,7 +69,7 @@ int run(const flags& f) {
 
   boost::asio::io_context io;
   // Signals first, so that a stop during start-up is not lost.
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   ipcbus::Bus bus(bo);
   ipcbus::bridge::bridge b(io, bus, o);
   std::error_code ec;
@@ -78,10 +82,43 @@ int run(const flags& f) {
   ipcbus::log_line(ipcbus::log_level::info, "bridge: domain '" + bus.domain() + "' listening on '" + o.listen +
                                                 "', " + std::to_string(o.peers.size()) + " peer(s) to dial");
   if (!o.listen.empty()) std::cout << "listening " << b.listen_port() << std::endl;  // tests and scripts read it
-  signals.async_wait([&](const boost::system::error_code&, int) {
-    b.stop();
-    io.stop();
-  });
+  // SIGHUP reloads the configuration as in every ipcbus process (topic rules
+  // for what is created afterwards, docs/architecture.md) and takes its export
+  // patterns; the rest of `bridge:` (listen, peers, token, TLS) is fixed for
+  // the process's life: changing it means other connections, so restart the
+  // bridge for that.
+  const auto reload = [&] {
+    std::error_code rec;
+    bus.reload_config(rec);  // logs what is wrong with the file itself
+    if (rec) {
+      ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: configuration not reloaded: " + rec.message());
+      return;
+    }
+    if (!f.exports.empty()) {
+      ipcbus::log_line(ipcbus::log_level::info, "bridge: SIGHUP: the exports come from --export and stay");
+      return;
+    }
+    const auto cfg = bus.configuration();
+    std::string reason;
+    if (!b.set_exports(cfg.bridge.export_patterns, reason))
+      ipcbus::log_line(ipcbus::log_level::warn, "bridge: SIGHUP: keeping the exports: " + reason);
+    else
+      ipcbus::log_line(ipcbus::log_level::info, "bridge: SIGHUP: exports reloaded from " + cfg.source);
+  };
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& sec, int number) {
+        if (sec) return;
+        if (number == SIGHUP) {
+          reload();
+        } else {
+          // The first SIGINT/SIGTERM lets the links send what is queued (up to
+          // --drain-ms); a second one stops at once.
+          ipcbus::log_line(ipcbus::log_level::info, "bridge: stopping: sending what is queued");
+          b.drain(std::chrono::milliseconds(f.drain_ms), [&] { io.stop(); });
+        }
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
   io.run();
   b.stop();
   bus.shutdown();
@@ -113,7 +150,11 @@ int main(int argc, char** argv) {
   app.add_option("--backoff-max-ms", f.backoff_max_ms, "Longest wait between dial attempts (default 2000)");
   app.add_option("--heartbeat-ms", f.heartbeat_ms, "Ping interval on an idle link (default 500)");
   app.add_option("--link-timeout-ms", f.link_timeout_ms, "Close a link after hearing nothing this long (default 3000)");
+  app.add_option("--handshake-timeout-ms", f.handshake_timeout_ms,
+                 "Close a connection whose handshake is not done after this long (default 2000)");
   app.add_option("--max-hops", f.max_hops, "Refuse frames that crossed this many bridges (default 4)");
+  app.add_option("--drain-ms", f.drain_ms,
+                 "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000)");
   app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");
   app.add_option("--log-level", f.log_level, "error, warn, info or debug (default: $IPCBUS_LOG, else warn)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));

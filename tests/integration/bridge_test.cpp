@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -271,6 +273,43 @@ BOOST_AUTO_TEST_CASE(a_full_link_queue_drops_by_the_topics_policy_and_counts_eve
   BOOST_TEST(link_dropped() > 0u, status_text(a));
 }
 
+BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_make_the_link_flap) {
+  // Short timeouts: a bridge that stops answering for a second loses its link.
+  site a("a"), b("b");
+  const std::vector<std::string> quick{"--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+  a.start_bridge({}, quick);
+  b.start_bridge({a.port}, quick);
+  std::atomic<bool> slow{false};
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("slow/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    if (slow) std::this_thread::sleep_for(2ms);
+  });
+  auto pub = a.bus->advertise<Sample>("slow/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // About 3 s of republishing into a full reliable queue (the bus's default
+  // QoS) on b: far longer than the link timeout, and more frames than b's
+  // bridge holds for republishing, so it has to stop reading from a meanwhile.
+  slow = true;
+  send_and_expect(pub, {&at_b}, 1, 1501);
+  slow = false;
+  for (std::uint64_t i = 1; i < 1501; ++i) BOOST_TEST(at_b.count(i) == 1, "index " << i);
+  // Status rows are rewritten about once a second: wait for one written after the burst.
+  for (site* s : {&a, &b}) {
+    BOOST_TEST(eventually([&] {
+      const auto st = s->status();
+      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= 1500u;
+    }, 5s), status_text(*s));
+    const auto st = s->status();
+    BOOST_REQUIRE(st && st->links_size() == 1);
+    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
+    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
+    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
+    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
   site a("a"), b("b");
   a.start_bridge({});
@@ -313,6 +352,95 @@ BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
     const auto st = b.status();
     return st && st->links_size() == 1 && st->links(0).state() == "up" && st->links(0).reconnects() >= 1u;
   }, 5s), status_text(b));
+}
+
+BOOST_AUTO_TEST_CASE(sigterm_sends_what_is_queued_before_the_bridge_exits) {
+  site a("a"), b("b");
+  // Long link timeouts: b is frozen on purpose below. A queue that holds
+  // everything: what does not fit in the kernel's socket buffers waits there.
+  a.start_bridge({}, {"--link-timeout-ms", "30000", "--queue-bytes", "67108864"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("q/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("q/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  b.bridge->signal(SIGSTOP);
+  constexpr std::uint64_t count = 4000;  // 16 MB: more than loopback's socket buffers take
+  for (std::uint64_t i = 1; i <= count; ++i) pub.publish(ipcbus::test::make_sample(i, 4096));
+  const bool queued = eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && st->links(0).queued_bytes() > 0;
+  }, 10s);
+  a.bridge->signal(SIGTERM);
+  b.bridge->signal(SIGCONT);
+  BOOST_REQUIRE_MESSAGE(queued, status_text(a));
+  const int status = a.bridge->wait(10s);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "exit status " << status);
+  const bool all = eventually([&] {
+    for (std::uint64_t i = 1; i <= count; ++i)
+      if (at_b.count(i) == 0) return false;
+    return true;
+  }, 10s);
+  std::size_t missing = 0;
+  for (std::uint64_t i = 1; i <= count; ++i) missing += at_b.count(i) == 0;
+  BOOST_TEST(all, missing << " of " << count << " queued at SIGTERM never arrived");
+}
+
+BOOST_AUTO_TEST_CASE(a_peer_that_never_closes_holds_up_sigterm_only_until_the_drain_limit_or_a_second_signal) {
+  site a("a"), b("b");
+  b.start_bridge({}, {"--link-timeout-ms", "30000"});
+  const auto exited_cleanly = [](child_process& p, std::chrono::milliseconds within) {
+    const int status = p.wait(within);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  };
+  // A frozen peer never reads a's FIN nor closes: a waits for it...
+  a.start_bridge({b.port}, {"--link-timeout-ms", "30000", "--drain-ms", "500"});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1; }, 10s));
+  b.bridge->signal(SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  a.bridge->signal(SIGTERM);
+  // ... but no longer than --drain-ms.
+  BOOST_TEST(exited_cleanly(*a.bridge, 5s));
+  BOOST_TEST((std::chrono::steady_clock::now() - start >= 400ms));
+  b.bridge->signal(SIGCONT);
+  a.start_bridge({b.port}, {"--link-timeout-ms", "30000", "--drain-ms", "60000"});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 1; }, 10s));
+  b.bridge->signal(SIGSTOP);
+  a.bridge->signal(SIGTERM);
+  BOOST_TEST(a.bridge->wait(300ms) == -1, "a did not wait for its peer");
+  a.bridge->signal(SIGTERM);  // the second one: no more waiting
+  BOOST_TEST(exited_cleanly(*a.bridge, 5s));
+  b.bridge->signal(SIGCONT);
+}
+
+BOOST_AUTO_TEST_CASE(sighup_reloads_the_exports_and_the_bridge_keeps_running) {
+  site a("a", "s3cret", "[\"one/#\"]"), b("b");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  tally at_one, at_two;
+  auto s1 = b.bus->subscribe<Sample>("one/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_one.add(s, i); });
+  auto s2 = b.bus->subscribe<Sample>("two/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_two.add(s, i); });
+  auto pub_one = a.bus->advertise<Sample>("one/x");
+  auto pub_two = a.bus->advertise<Sample>("two/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_one, {&at_one}, probe);
+  // The same rescan that subscribed to one/x passed two/x over: not exported.
+  BOOST_TEST(pub_two.subscriber_count() == 0u);
+  // The same file, now exporting two/# instead of one/#.
+  {
+    std::ofstream out(a.config, std::ios::trunc);
+    out << "domain: " << a.domain.domain() << "\nruntime_dir: " << a.domain.runtime_dir().string()
+        << "\nbridge: { token: \"s3cret\", export: [\"two/#\"] }\n";
+  }
+  a.bridge->signal(SIGHUP);
+  wait_until_flowing(pub_two, {&at_two}, probe);
+  BOOST_TEST(eventually([&] { return pub_one.subscriber_count() == 0; }, 10s));
+  BOOST_TEST(a.bridge->running());
+  BOOST_TEST(eventually([&] {
+    const auto st = a.status();
+    return st && st->export__size() == 1 && st->export_(0) == "two/#";
+  }, 5s), status_text(a));
 }
 
 BOOST_AUTO_TEST_CASE(a_cut_link_is_noticed_and_reconnects) {
@@ -629,6 +757,182 @@ BOOST_AUTO_TEST_CASE(a_peer_cannot_make_the_bridge_republish_topics_nobody_here_
              status_text(a));
 }
 
+BOOST_AUTO_TEST_CASE(interest_beyond_the_pattern_limit_is_counted_and_shown_by_ipcbus_stats) {
+  site a("a");
+  a.start_bridge({});
+  raw_peer p(a.port);
+  raw_handshake(p, "s3cret");
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {  // a's interest: the link is up
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+  ipcbus::BridgeRecord interest;
+  for (int i = 0; i < 1100; ++i) interest.mutable_interest()->add_patterns("many/" + std::to_string(i));
+  p.send(delimited(interest));
+  ipcbus::BridgeRecord ping;
+  ping.mutable_ping();
+  BOOST_TEST(eventually([&] {
+    p.send(delimited(ping));  // a raw peer must keep the link alive itself
+    const auto st = a.status();
+    return st && st->interest_cut() == 1;
+  }, 10s), status_text(a));
+  child_process text(built_program("ipcbus"), {"--config", a.config.string(), "stats", "--interval", "0.1"});
+  text.wait(20s);
+  BOOST_TEST(text.output().find("interest cut 1") != std::string::npos, text.output());
+  child_process json(built_program("ipcbus"), {"--config", a.config.string(), "stats", "--interval", "0.1", "--json"});
+  json.wait(20s);
+  BOOST_TEST(json.output().find("\"interest_cut\":1") != std::string::npos, json.output());
+}
+
+namespace {
+
+// A raw peer through the handshake, once a's interest arrived (the link is up).
+void raw_link_up(raw_peer& p) {
+  raw_handshake(p, "s3cret");
+  std::string got;
+  BOOST_REQUIRE(eventually([&] {
+    got += p.read_for(100ms);
+    const auto rs = records_in(got);
+    return std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.has_interest(); });
+  }, 10s));
+}
+
+ipcbus::BridgeRecord interest_in(std::vector<std::string> patterns) {
+  ipcbus::BridgeRecord r;
+  r.mutable_interest();
+  for (auto& p : patterns) r.mutable_interest()->add_patterns(p);
+  return r;
+}
+
+std::string ping_bytes() {
+  ipcbus::BridgeRecord r;
+  r.mutable_ping();
+  return delimited(r);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_link_timeout) {
+  site a("a");
+  const std::string rules = "topics: [ { match: \"stall/#\", qos: drop_newest } ]\n";
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));  // the test's publisher never waits
+  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000"});
+  raw_peer p(a.port);
+  raw_link_up(p);
+  p.send(delimited(interest_in({"stall/#"})));
+  auto pub = a.bus->advertise<Sample>("stall/x");
+  // The peer keeps talking (pings) but reads nothing: a's socket buffers fill
+  // and its writes stop making progress.
+  const auto given_up = [&] {
+    const auto st = a.status();
+    if (!st) return false;
+    return std::any_of(st->links().begin(), st->links().end(), [](const auto& l) {
+      return l.last_error().find("took in nothing") != std::string::npos;
+    });
+  };
+  std::uint64_t i = 0;
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    for (int k = 0; k < 16; ++k) pub.publish(ipcbus::test::make_sample(++i, 64 * 1024));
+    return given_up();
+  }, 20s), status_text(a));
+  BOOST_TEST(a.links_up() == 0u, status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {
+  site a("a");
+  a.start_bridge({});
+  auto one = a.bus->advertise<Sample>("r/one");
+  auto two = a.bus->advertise<Sample>("r/two");
+  raw_peer p(a.port);
+  raw_link_up(p);
+  p.send(delimited(interest_in({"r/one"})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());  // a raw peer must keep the link alive itself
+    return one.subscriber_count() == 1 && two.subscriber_count() == 0;
+  }, 10s));
+  // The whole set every time: r/one is no longer in it.
+  p.send(delimited(interest_in({"r/two"})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    return one.subscriber_count() == 0 && two.subscriber_count() == 1;
+  }, 10s));
+  p.send(delimited(interest_in({})));
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    return one.subscriber_count() == 0 && two.subscriber_count() == 0;
+  }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_peers_name_and_refusal_reason_reach_logs_and_stats_only_printable_and_bounded) {
+  // Valid UTF-8 (protobuf refuses anything else in a string field), but with
+  // terminal escapes, a line break, a non-ASCII letter and far too long.
+  const std::string hostile = std::string("evil\x1b[2J\n\xc3\xa9") + std::string(1000, 'x');
+  const auto clean = [](const std::string& text) {
+    return text.size() <= 250 && std::none_of(text.begin(), text.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e;
+    });
+  };
+  site a("a");
+  a.start_bridge({});
+  {
+    raw_peer p(a.port);
+    ipcbus::BridgeRecord h = hello();
+    h.mutable_hello()->set_name(hostile);
+    p.send(delimited(h));
+    std::string got;
+    std::string nonce;
+    BOOST_REQUIRE(eventually([&] {
+      got += p.read_for(50ms);
+      for (const auto& r : records_in(got))
+        if (r.has_hello()) nonce = r.hello().nonce();
+      return !nonce.empty();
+    }, 10s));
+    p.send(delimited(proof("s3cret", nonce)));
+    std::string name;
+    BOOST_TEST(eventually([&] {
+      p.send(ping_bytes());
+      const auto st = a.status();  // nullopt if the entry no longer parses
+      if (!st || st->links_size() != 1 || st->links(0).state() != "up") return false;
+      name = st->links(0).peer_name();
+      return true;
+    }, 10s), status_text(a));
+    BOOST_TEST(clean(name), name);
+    BOOST_TEST(name.starts_with("evil\\x1b[2J\\x0a\\xc3\\xa9x"), name);
+  }
+  // A listener that refuses b's dial with a hostile reason.
+  site b("b");
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  BOOST_REQUIRE(::listen(listener, 4) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  b.start_bridge({ntohs(addr.sin_port)});
+  const int conn = ::accept(listener, nullptr, nullptr);
+  BOOST_REQUIRE(conn >= 0);
+  ipcbus::BridgeRecord refusal;
+  refusal.mutable_refusal()->set_reason(hostile);
+  const std::string bytes = delimited(refusal);
+  (void)::send(conn, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string error;
+  BOOST_TEST(eventually([&] {
+    const auto st = b.status();
+    for (const auto& l : st ? st->links() : decltype(st->links()){})
+      if (l.last_error().starts_with("refused by the peer: ")) error = l.last_error();
+    return !error.empty();
+  }, 10s), status_text(b));
+  BOOST_TEST(clean(error), error);
+  BOOST_TEST(error.starts_with("refused by the peer: evil\\x1b[2J"), error);
+  ::close(conn);
+  ::close(listener);
+}
+
 BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
   site a("a");
   a.start_bridge({});
@@ -663,7 +967,7 @@ BOOST_AUTO_TEST_CASE(a_version_or_token_mismatch_gets_a_refusal_that_says_why) {
     BOOST_TEST(why.find("hello") != std::string::npos, why);
   }
   {
-    raw_peer p(a.port);  // a stranger that says nothing is let go after the link timeout
+    raw_peer p(a.port);  // a stranger that says nothing is let go after the handshake timeout
     p.read_until_closed();
     BOOST_TEST(p.closed);
   }
@@ -685,6 +989,26 @@ BOOST_AUTO_TEST_CASE(the_token_never_crosses_the_wire) {
     BOOST_TEST(got.find("tok-9f3a-secret") == std::string::npos);
     for (const auto& r : records_in(got)) BOOST_TEST(!r.has_auth(), "the accepting side proved the token to a stranger");
   }
+}
+
+BOOST_AUTO_TEST_CASE(idle_connections_do_not_keep_a_real_peer_out) {
+  site a("a"), b("b");
+  // Long timeouts: only how a shares its handshake slots may let b in, not
+  // idle connections timing out.
+  a.start_bridge({}, {"--link-timeout-ms", "30000", "--handshake-timeout-ms", "30000"});
+  std::vector<std::unique_ptr<raw_peer>> idle;
+  for (int i = 0; i < 100; ++i) idle.push_back(std::make_unique<raw_peer>(a.port));
+  // All from 127.0.0.1, like b: a keeps a few of them and refuses (closes) the rest.
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    const auto st = a.status();
+    return st && st->refused() >= 90;
+  }, 10s), status_text(a));
+  const std::uint64_t refused_before = a.status()->refused();
+  b.start_bridge({a.port});
+  BOOST_TEST(eventually([&] { return a.links_up() == 1 && b.links_up() == 1; }, 10s), status_text(a));
+  // b took the slot of an idle connection: one more refusal.
+  BOOST_TEST(eventually([&] { const auto st = a.status(); return st && st->refused() > refused_before; }, 5s),
+             status_text(a));
 }
 
 BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {

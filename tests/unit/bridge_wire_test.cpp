@@ -130,3 +130,22 @@ BOOST_AUTO_TEST_CASE(a_token_proof_is_hmac_sha256_over_the_nonce_and_the_bus_id)
   BOOST_TEST(!proof_matches(p, ""));
   BOOST_TEST(!proof_matches("", ""));
 }
+
+BOOST_AUTO_TEST_CASE(peer_text_is_made_printable_and_bounded) {
+  using ipcbus::bridge::printable;
+  BOOST_TEST(printable("left@host-1") == "left@host-1");
+  // Terminal escapes, line breaks, bytes that are not UTF-8, and the escape
+  // character itself (so that an escape in the output is always ours).
+  BOOST_TEST(printable(std::string("a\x1b[31m\nb\xff\\c", 11)) == "a\\x1b[31m\\x0ab\\xff\\x5cc");
+  BOOST_TEST(printable(std::string(3, '\0')) == "\\x00\\x00\\x00");
+  // Exactly the bound fits; one more is cut, with a marker, within the bound.
+  BOOST_TEST(printable("abcde", 5) == "abcde");
+  BOOST_TEST(printable("abcdef", 5) == "ab...");
+  const std::string huge(1 << 20, '\x07');
+  const std::string cut = printable(huge, 200);
+  BOOST_TEST(cut.size() <= 200u);
+  BOOST_TEST(cut.ends_with("..."));
+  BOOST_TEST(cut.starts_with("\\x07\\x07"));
+  // Never the middle of an escape before the marker.
+  BOOST_TEST(printable(std::string(10, '\x01'), 9) == "\\x01...");
+}

@@ -1,0 +1,153 @@
+#include "republish_worker.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include "ipcbus/frame_codec.hpp"
+
+namespace ipcbus::bridge {
+
+republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room)
+    : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)) {
+  // The io thread owns the signals (asio::signal_set): this thread starts
+  // with all of them blocked, so none interrupts a republish.
+  sigset_t all, previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+  thread_ = std::thread([this] { run(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+republish_worker::~republish_worker() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!retired_) {
+      retired_ = true;
+      drop_queued_ = true;
+    }
+  }
+  wake_.notify_all();
+  join();
+}
+
+void republish_worker::settle(std::shared_ptr<detail::publisher_core> publisher, std::size_t subscribers,
+                              std::chrono::milliseconds wait) {
+  {
+    std::lock_guard lock(mutex_);
+    if (retired_) return;
+    job j;
+    j.publisher = std::move(publisher);
+    j.subscribers = subscribers;
+    j.wait = wait;
+    queue_.push_back(std::move(j));
+  }
+  wake_.notify_one();
+}
+
+void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame) {
+  {
+    std::lock_guard lock(mutex_);
+    if (retired_) {
+      counters_->dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    queue_bytes_ += frame.size();
+    job j;
+    j.publisher = std::move(publisher);
+    j.frame = std::move(frame);
+    queue_.push_back(std::move(j));
+    if (full_locked()) was_full_ = true;
+  }
+  wake_.notify_one();
+}
+
+bool republish_worker::full_locked() const {
+  return queue_.size() >= limits_.max_jobs || queue_bytes_ >= limits_.max_bytes;
+}
+
+bool republish_worker::full() const {
+  std::lock_guard lock(mutex_);
+  return full_locked();
+}
+
+bool republish_worker::idle() const {
+  std::lock_guard lock(mutex_);
+  return queue_.empty() && !busy_;
+}
+
+void republish_worker::retire(std::vector<std::shared_ptr<detail::publisher_core>> publishers,
+                              std::chrono::milliseconds drain, bool drop_queued) {
+  {
+    std::lock_guard lock(mutex_);
+    // A second call (the bridge stopping while the link's publishers drain)
+    // may only make the worker give up sooner.
+    if (!retired_) {
+      to_close_ = std::move(publishers);
+      drain_ = drain;
+    }
+    retired_ = true;
+    drop_queued_ = drop_queued_ || drop_queued;
+  }
+  wake_.notify_all();
+}
+
+bool republish_worker::finished() const {
+  std::lock_guard lock(mutex_);
+  return finished_;
+}
+
+void republish_worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void republish_worker::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [&] { return !queue_.empty() || retired_; });
+    if (drop_queued_ && !queue_.empty()) {
+      std::uint64_t frames = 0;
+      for (const auto& j : queue_) frames += !j.frame.empty();
+      counters_->dropped.fetch_add(frames, std::memory_order_relaxed);  // received, never republished
+      queue_.clear();
+      queue_bytes_ = 0;
+    }
+    if (queue_.empty()) {
+      if (retired_) break;
+      continue;
+    }
+    job j = std::move(queue_.front());
+    queue_.pop_front();
+    queue_bytes_ -= j.frame.size();
+    // Resume the link a little below the limit, not at once: fewer stops and starts.
+    const bool room = was_full_ && queue_.size() < limits_.max_jobs * 3 / 4 && queue_bytes_ < limits_.max_bytes * 3 / 4;
+    if (room) was_full_ = false;
+    busy_ = true;
+    lock.unlock();
+    if (room && on_room_) on_room_();
+    bool failed = false;
+    if (j.frame.empty()) {
+      j.publisher->wait_for_subscribers(j.subscribers, j.wait);
+    } else {
+      frame_view frame;
+      // Checked on the io thread already; a second decode here is cheap and
+      // keeps the job to one owned string.
+      failed = decode_frame(j.frame, frame) || j.publisher->publish_forwarded(frame.header, frame.payload);
+      if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
+    }
+    j.publisher.reset();
+    lock.lock();
+    busy_ = false;
+    // The link is gone and a local subscriber is stuck: waiting out the
+    // timeout for every frame left would keep this thread for minutes.
+    if (failed && retired_) drop_queued_ = true;
+  }
+  auto publishers = std::move(to_close_);
+  const auto drain = drop_queued_ ? std::chrono::milliseconds(0) : drain_;
+  lock.unlock();
+  for (auto& p : publishers) p->close(drain);
+  publishers.clear();
+  lock.lock();
+  finished_ = true;
+}
+
+}  // namespace ipcbus::bridge

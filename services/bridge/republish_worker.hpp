@@ -1,0 +1,94 @@
+// ipcbus::bridge::republish_worker — republishes what one link received, on a
+// thread of its own.
+//
+// A reliable republish waits for room in a slow local subscriber's queue (up
+// to the topic's publish_timeout), and a new topic's republisher waits a moment
+// for its subscribers to attach. Neither may happen on the bridge's io thread:
+// it also serves every other link's heartbeats, and a stalled io thread makes
+// links time out and flap. The io thread hands each frame to this worker
+// instead; when the worker holds `max_jobs` or `max_bytes`, the link stops
+// reading (TCP then pushes back on the sending bridge) until the worker calls
+// `on_room`. Each link has its own worker, so one slow subscriber holds up
+// only the link that feeds it.
+//
+// Thread-safety: the public functions on the bridge's io thread; the work and
+// `on_room` on the worker's thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bridge_link.hpp"
+#include "ipcbus/detail/publisher_core.hpp"
+
+namespace ipcbus::bridge {
+
+class republish_worker {
+ public:
+  struct limits {
+    std::size_t max_jobs = 256;
+    std::size_t max_bytes = 8u << 20;
+  };
+  republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room);
+  // Drops what is still queued (counted as dropped) and joins the thread.
+  ~republish_worker();
+  republish_worker(const republish_worker&) = delete;
+  republish_worker& operator=(const republish_worker&) = delete;
+
+  // A new republisher: frames queued after this wait until `subscribers`
+  // local subscribers attached to it, or `wait` passed, so the first frames
+  // reach the subscribers that asked for them.
+  void settle(std::shared_ptr<detail::publisher_core> publisher, std::size_t subscribers,
+              std::chrono::milliseconds wait);
+  // One encoded ipcbus.Frame (already checked to decode) to republish.
+  void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame);
+  // True while the queue is at its limit: the link should not read more.
+  bool full() const;
+  // The link is gone: republish what is queued (each frame still bounded by
+  // its topic's publish_timeout; after the first that fails, the rest are
+  // dropped), then close `publishers` draining for up to `drain`; the thread
+  // then ends. With `drop_queued`, what is queued is dropped and counted instead.
+  void retire(std::vector<std::shared_ptr<detail::publisher_core>> publishers, std::chrono::milliseconds drain,
+              bool drop_queued);
+  // Nothing queued and no republish in progress.
+  bool idle() const;
+  // The thread has ended (after retire): join() will not wait.
+  bool finished() const;
+  void join();
+
+ private:
+  struct job {
+    std::shared_ptr<detail::publisher_core> publisher;
+    std::string frame;                        // empty: settle
+    std::size_t subscribers = 0;              // settle
+    std::chrono::milliseconds wait{0};        // settle
+  };
+  void run();
+  bool full_locked() const;
+
+  std::shared_ptr<link_counters> counters_;
+  limits limits_;
+  std::function<void()> on_room_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<job> queue_;
+  std::size_t queue_bytes_ = 0;
+  bool busy_ = false;         // a job is being done
+  bool was_full_ = false;     // on_room is owed once there is room again
+  bool retired_ = false;
+  bool drop_queued_ = false;
+  bool finished_ = false;
+  std::vector<std::shared_ptr<detail::publisher_core>> to_close_;
+  std::chrono::milliseconds drain_{0};
+  std::thread thread_;
+};
+
+}  // namespace ipcbus::bridge

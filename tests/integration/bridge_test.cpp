@@ -542,6 +542,23 @@ BOOST_AUTO_TEST_CASE(a_chain_carries_messages_through_the_middle_bus_both_ways_e
   }
 }
 
+BOOST_AUTO_TEST_CASE(interest_passed_round_a_triangle_dies_out_when_its_subscriber_leaves) {
+  // Each bridge passes c's interest on to its other peer, so it goes round
+  // the cycle; the hop count each pattern carries must end it once c's
+  // subscriber is gone, and with it a's subscription.
+  site a("a"), b("b"), c("c");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  c.start_bridge({a.port, b.port});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 2 && b.links_up() == 2 && c.links_up() == 2; }, 10s));
+  auto pub = a.bus->advertise<Sample>("ring/x");
+  tally at_c;
+  auto sub = c.bus->subscribe<Sample>("ring/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 1; }, 10s));
+  sub.close();
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 0; }, 10s), status_text(a));
+}
+
 BOOST_AUTO_TEST_CASE(a_hop_limit_of_one_stops_transit_at_the_middle_bus_and_counts_it) {
   site a("a"), b("b"), c("c");
   a.start_bridge({});

@@ -57,6 +57,20 @@ bool matches_any(const std::vector<std::string>& patterns, const std::string& to
   return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return topic_matches(p, topic); });
 }
 
+bool matches_any(const std::vector<std::pair<std::string, std::uint32_t>>& patterns, const std::string& topic) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return topic_matches(p.first, topic); });
+}
+
+BridgeRecord interest_record(const std::vector<std::pair<std::string, std::uint32_t>>& patterns) {
+  BridgeRecord r;
+  auto* interest = r.mutable_interest();
+  for (const auto& [pattern, hops] : patterns) {
+    interest->add_patterns(pattern);
+    interest->add_hops(hops);
+  }
+  return r;
+}
+
 qos_policy from_proto(Qos q) {
   switch (q) {
     case QOS_DROP_OLDEST: return qos_policy::drop_oldest;
@@ -232,6 +246,7 @@ bool bridge::set_exports(std::vector<std::string> exports, std::string& why) {
   entry_.mutable_bridge()->clear_export_();
   for (const auto& p : options_.exports) entry_.mutable_bridge()->add_export_(p);
   last_status_time_ = {};  // `ipcbus list` shows the new exports at once
+  ++routing_generation_;   // transit obeys the exports too
   publish_status();
   update_routes(last_listing_);  // routes of topics no longer exported close here
   return true;
@@ -427,10 +442,11 @@ void bridge::on_up(const std::shared_ptr<link>& l) {
     p.was_up = true;
     p.last_error.clear();
   }
-  BridgeRecord r;
-  for (const auto& p : interest_) r.mutable_interest()->add_patterns(p);
-  r.mutable_interest();
-  l->push_control(r);
+  // Always a first interest record, even an empty one: the peer learns that
+  // nothing is wanted yet.
+  l->declared_interest = interest_for(*l);
+  l->push_control(interest_record(l->declared_interest));
+  ++routing_generation_;
 }
 
 void bridge::on_closed(const std::shared_ptr<link>& l) {
@@ -451,12 +467,14 @@ void bridge::on_closed(const std::shared_ptr<link>& l) {
   retire_worker(*l, std::chrono::milliseconds(100), false);
   if (!l->dialed() && l->was_up())
     if (auto it = accepted_.find(l->peer_bus()); it != accepted_.end()) it->second.last_error = l->close_reason();
+  ++routing_generation_;
   if (stopped_) return;
   for (auto& d : dialers_)
     if (d->current == l) {
       d->last_error = l->close_reason();
       retry_later(*d);
     }
+  declare_interest();  // what this peer wanted is no longer passed on
   update_routes(last_listing_);
 }
 
@@ -465,7 +483,10 @@ void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
   if (r.has_topic()) return on_topic(*l, r.topic());
   if (r.has_interest()) {
     std::vector<std::string> patterns;
-    for (const auto& p : r.interest().patterns()) {
+    std::vector<std::uint32_t> hops;
+    const auto& interest = r.interest();
+    for (int i = 0; i < interest.patterns_size(); ++i) {
+      const auto& p = interest.patterns(i);
       if (patterns.size() >= options_.max_topics_per_link) {
         ++interest_cut_;  // counted every time; logged once per link
         if (!l->interest_cut_logged)
@@ -475,9 +496,15 @@ void bridge::on_record(const std::shared_ptr<link>& l, BridgeRecord& r) {
         l->interest_cut_logged = true;
         break;
       }
-      if (!validate_pattern(p)) patterns.push_back(p);  // a bad one could match nothing anyway
+      if (!validate_pattern(p)) {  // a bad one could match nothing anyway
+        patterns.push_back(p);
+        hops.push_back(i < interest.hops_size() ? interest.hops(i) : 0);  // a peer that sends no hops: its own
+      }
     }
     l->peer_interest = std::move(patterns);
+    l->peer_interest_hops = std::move(hops);
+    ++routing_generation_;
+    declare_interest();  // our other peers learn what this one wants
     update_routes(last_listing_);
     return;
   }
@@ -498,10 +525,11 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     return l.close("more than " + std::to_string(options_.max_topics_per_link) + " topics");
   link::inbound_topic in;
   in.topic = t.topic();
-  // A peer sends only what our subscribers asked for: a topic none of our
-  // interest patterns matches makes no publisher here (its frames are counted
-  // as dropped), so a peer cannot create resources at will.
-  if (!matches_any(interest_, t.topic())) {
+  // A peer sends only what we asked it for (for our subscribers or our other
+  // peers): a topic none of the patterns we declared to it matches makes no
+  // publisher here (its frames are counted as dropped), so a peer cannot
+  // create resources at will.
+  if (!matches_any(l.declared_interest, t.topic())) {
     ++bad_records_;
     log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + printable(t.topic()) +
                                   "' that no subscriber here asked for: not republished");
@@ -536,6 +564,15 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     // to attach, or the first frames would reach nobody. The worker waits,
     // not this thread; the link's frames queue behind the wait.
     worker_for(l).settle(in.publisher, local_subscribers_for(t.topic()), std::chrono::milliseconds(1000));
+    // Passed on with the type as it came and the QoS this bus gives the topic.
+    const auto settings = bus_.configuration().settings_for(t.topic());
+    auto info = std::make_shared<topic_info>();
+    info->topic = t.topic();
+    info->type_name = t.type_name();
+    info->descriptors = t.descriptors();
+    info->qos = settings.qos;
+    info->timeout = settings.publish_timeout;
+    in.onward_info = std::move(info);
   }
   l.inbound.emplace(t.id(), std::move(in));
 }
@@ -552,16 +589,86 @@ void bridge::on_data(link& l, BridgeData& d) {
     return l.close("malformed frame on topic '" + printable(it->second.topic) + "'");
   }
   // Loops: never republish what started here or went round too often.
-  if (!it->second.publisher || frame.header.origin_host == bus_id_ || frame.header.hop_count + 1 > options_.max_hops) {
+  const bool returned = frame.header.origin_host == bus_id_;
+  // In 64 bits: a peer's hop count of 2^32 - 1 must not wrap round to 0.
+  const std::uint64_t hops = frame.header.hop_count;
+  const bool too_far = hops + 1 > options_.max_hops;
+  if (!it->second.publisher || returned || too_far) {
+    returned_ += it->second.publisher && returned;
+    hop_limit_ += it->second.publisher && !returned && too_far;
     l.counters().dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // A reliable republish may wait for a slow local subscriber: not here, on
-  // the link's worker. A full worker stops this link's reading; it resumes
-  // once the worker has room (on_room in worker_for).
+  // The same frame by a second path (a cycle of links): it was republished
+  // and passed on when its first copy came.
+  if (!seen_.first_time(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence)) {
+    ++duplicates_;
+    return;
+  }
+  auto& in = it->second;
+  std::vector<std::shared_ptr<link>> onward;
+  if (!draining_) onward = onward_links(l, in);
+  // Its origin bus has it already.
+  std::erase_if(onward, [&](const auto& to) { return to->peer_bus() == frame.header.origin_host; });
+  // Republished here, but the next bridge would be one too many.
+  if (!onward.empty() && hops + 2 > options_.max_hops) {
+    ++hop_limit_;
+    onward.clear();
+  }
+  // A reliable republish may wait for a slow local subscriber, passing on for
+  // room in a link's queue: not here, on the link's worker. A full worker
+  // stops this link's reading; it resumes once the worker has room (on_room
+  // in worker_for).
+  auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
-  worker.publish(it->second.publisher, std::move(*d.mutable_frame()));
+  worker.publish(in.publisher, std::move(*d.mutable_frame()), std::move(onward_info), std::move(onward));
   if (worker.full()) l.pause_reading();
+}
+
+const std::vector<std::shared_ptr<link>>& bridge::onward_links(link& from, link::inbound_topic& in) {
+  if (in.onward_generation == routing_generation_) return in.onward;
+  in.onward.clear();
+  in.onward_generation = routing_generation_;
+  if (!in.onward_info || !matches_any(options_.exports, in.topic)) return in.onward;
+  for (const auto& l : links_)
+    if (l.get() != &from && l->current_state() == link::state::up && matches_any(l->peer_interest, in.topic))
+      in.onward.push_back(l);
+  return in.onward;
+}
+
+std::vector<std::pair<std::string, std::uint32_t>> bridge::interest_for(const link& to) const {
+  std::map<std::string, std::uint32_t> fewest;  // per pattern, the fewest hops any source has
+  for (const auto& p : interest_) fewest[p] = 0;
+  for (const auto& l : links_) {
+    if (l.get() == &to || l->current_state() != link::state::up) continue;
+    for (std::size_t i = 0; i < l->peer_interest.size(); ++i) {
+      // A frame that satisfies it would cross hops + 1 bridges: no more than
+      // the limit lets through. This is also what ends interest that goes
+      // round a cycle of links after its subscriber left. (In 64 bits: a
+      // peer's 2^32 - 1 must not wrap round to 0.)
+      if (std::uint64_t{l->peer_interest_hops[i]} + 2 > options_.max_hops) continue;
+      const std::uint32_t hops = l->peer_interest_hops[i] + 1;
+      auto [at, fresh] = fewest.try_emplace(l->peer_interest[i], hops);
+      if (!fresh) at->second = std::min(at->second, hops);
+    }
+  }
+  // Bounded like what we accept from a peer: the fewest hops first.
+  std::vector<std::pair<std::string, std::uint32_t>> out(fewest.begin(), fewest.end());
+  if (out.size() > options_.max_topics_per_link) {
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+    out.resize(options_.max_topics_per_link);
+  }
+  return out;
+}
+
+void bridge::declare_interest() {
+  for (auto& l : links_) {
+    if (l->current_state() != link::state::up) continue;
+    auto interest = interest_for(*l);
+    if (interest == l->declared_interest) continue;
+    l->declared_interest = std::move(interest);
+    l->push_control(interest_record(l->declared_interest));
+  }
 }
 
 republish_worker& bridge::worker_for(link& l) {
@@ -617,11 +724,7 @@ void bridge::rescan() {
   std::vector<std::string> interest(patterns.begin(), patterns.end());
   if (interest != interest_) {
     interest_ = std::move(interest);
-    BridgeRecord r;
-    r.mutable_interest();
-    for (const auto& p : interest_) r.mutable_interest()->add_patterns(p);
-    for (auto& l : links_)
-      if (l->current_state() == link::state::up) l->push_control(r);
+    declare_interest();
   }
   update_routes(last_listing_);
   publish_status();
@@ -670,7 +773,9 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
     const std::uint64_t here = bus_id_;
     std::weak_ptr<route> weak = r;
     // Runs on the bus's io thread. Only frames that entered the bus here are
-    // forwarded: what a peer bridge republished came from elsewhere.
+    // forwarded this way: what came from a peer is passed on by that link's
+    // republish worker, with the origin publisher and sequence the duplicate
+    // filter needs (the republished copy carries our republisher's instead).
     auto handler = [weak, here](const frame_view& f, const MessageInfo&) {
       auto route = weak.lock();
       if (!route || f.header.origin_host != here || f.header.hop_count != 0) return true;
@@ -734,6 +839,9 @@ void bridge::publish_status() {
   status->set_refused(refused_);
   status->set_bad_records(bad_records_);
   status->set_interest_cut(interest_cut_);
+  status->set_duplicates(duplicates_);
+  status->set_hop_limit(hop_limit_);
+  status->set_returned(returned_);
   std::string bytes;
   entry_.SerializeToString(&bytes);
   const auto now = std::chrono::steady_clock::now();

@@ -2,13 +2,16 @@
 //
 // It joins the local bus (a Bus with its own io thread), listens for peers
 // and/or dials them, and keeps one link per peer bus. Each side tells the
-// other which patterns its local subscribers use (interest); a bridge
-// subscribes to a local topic only while the topic is exported and some peer
-// is interested, and forwards only frames that entered the bus here (origin =
-// this bus, no hop yet). The receiving bridge republishes them through a
-// publisher of its own, keeping the origin and counting the hop. Forwarding
-// nothing that came from elsewhere is what keeps any peer graph free of loops
-// and a full mesh free of duplicates; the hop limit is a second guard.
+// other which patterns it wants (interest): its local subscribers' and those
+// its other peers declared to it, never a peer's own back to that peer. A
+// bridge subscribes to a local topic only while the topic is exported and some
+// peer is interested, and sends what entered the bus here to those peers. The
+// receiving bridge republishes a frame through a publisher of its own, keeping
+// the origin and counting the hop, and passes it on to its other interested
+// peers (transit), never back to the link it came by. Every frame keeps its
+// origin bus, origin publisher and sequence: a copy that arrives by a second
+// path is dropped (duplicate_filter), one that comes back to its origin bus
+// too, and the hop limit ends whatever goes round a cycle of links.
 //
 // Thread-safety: construct, start() and stop() on the thread that runs `io`;
 // everything runs on that thread except subscriber callbacks (the bus's thread).
@@ -30,6 +33,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bridge_link.hpp"
+#include "duplicate_filter.hpp"
 #include "republish_worker.hpp"
 #include "ipcbus/bus.hpp"
 #include "ipcbus/detail/subscriber_core.hpp"
@@ -132,6 +136,13 @@ class bridge {
   void arm_rescan();
   void check_drained();
   void publish_status();
+  // What we declare to `to`: our local subscribers' patterns (0 hops) and
+  // those our other peers declared to us, one hop more, below the hop limit.
+  std::vector<std::pair<std::string, std::uint32_t>> interest_for(const link& to) const;
+  // Sends each link that is up the interest it should have now, if that changed.
+  void declare_interest();
+  // The links a frame received from `from` on topic `in` is passed on to.
+  const std::vector<std::shared_ptr<link>>& onward_links(link& from, link::inbound_topic& in);
   std::size_t local_subscribers_for(const std::string& topic) const;
 
   boost::asio::io_context& io_;
@@ -158,6 +169,11 @@ class bridge {
   std::string last_status_;
   std::chrono::steady_clock::time_point last_status_time_;
   std::uint64_t refused_ = 0, bad_records_ = 0, interest_cut_ = 0;
+  std::uint64_t duplicates_ = 0, hop_limit_ = 0, returned_ = 0;
+  duplicate_filter seen_;
+  // Moves on whenever links, interest or exports change: each inbound topic's
+  // onward links are recomputed at its next frame.
+  std::uint64_t routing_generation_ = 1;
   bool stopped_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point drain_deadline_;

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -131,11 +132,19 @@ class link : public std::enable_shared_from_this<link> {
   bool interest_cut_logged = false;  // io thread: the peer sent more patterns than we take
   std::size_t queued_bytes() const;
 
-  // Io thread: the peer's interest, and the topics it announced to us.
+  // Io thread: the peer's interest (patterns, and how many bridges passed
+  // each on), what we last declared to it, and the topics it announced to us.
   std::vector<std::string> peer_interest;
+  std::vector<std::uint32_t> peer_interest_hops;
+  std::vector<std::pair<std::string, std::uint32_t>> declared_interest;
   struct inbound_topic {
     std::string topic;
     std::shared_ptr<detail::publisher_core> publisher;  // null: refused, frames are counted as dropped
+    // What the topic is passed on as to our other peers (transit), and to
+    // which of them: recomputed when the bridge's routing generation moved on.
+    std::shared_ptr<const topic_info> onward_info;
+    std::vector<std::shared_ptr<link>> onward;
+    std::uint64_t onward_generation = 0;
   };
   std::unordered_map<std::uint32_t, inbound_topic> inbound;
   // Io thread: republishes what this link received (made with its first republisher).

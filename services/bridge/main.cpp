@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   app.add_option("--link-timeout-ms", f.link_timeout_ms, "Close a link after hearing nothing this long (default 3000)");
   app.add_option("--handshake-timeout-ms", f.handshake_timeout_ms,
                  "Close a connection whose handshake is not done after this long (default 2000)");
-  app.add_option("--max-hops", f.max_hops, "Refuse frames that crossed this many bridges (default 4)");
+  app.add_option("--max-hops", f.max_hops, "Carry a frame over at most this many links, passing on included (default 4)");
   app.add_option("--drain-ms", f.drain_ms,
                  "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000)");
   app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");

@@ -44,7 +44,8 @@ void republish_worker::settle(std::shared_ptr<detail::publisher_core> publisher,
   wake_.notify_one();
 }
 
-void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame) {
+void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
+                               std::shared_ptr<const topic_info> onward_info, std::vector<std::shared_ptr<link>> onward) {
   {
     std::lock_guard lock(mutex_);
     if (retired_) {
@@ -55,6 +56,8 @@ void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher
     job j;
     j.publisher = std::move(publisher);
     j.frame = std::move(frame);
+    j.onward_info = std::move(onward_info);
+    j.onward = std::move(onward);
     queue_.push_back(std::move(j));
     if (full_locked()) was_full_ = true;
   }
@@ -131,10 +134,22 @@ void republish_worker::run() {
       frame_view frame;
       // Checked on the io thread already; a second decode here is cheap and
       // keeps the job to one owned string.
-      failed = decode_frame(j.frame, frame) || j.publisher->publish_forwarded(frame.header, frame.payload);
+      const bool decoded = !decode_frame(j.frame, frame);
+      failed = !decoded || j.publisher->publish_forwarded(frame.header, frame.payload);
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
+      // Passed on as it came (origin, publisher id and sequence kept, so the
+      // next bridges recognise copies), one hop more, whatever became of the
+      // local republish: a slow subscriber here is no reason to starve the others.
+      if (decoded && j.onward_info) {
+        frame_view onward = frame;
+        ++onward.header.hop_count;
+        for (auto& l : j.onward)
+          if (l->push_data(*j.onward_info, onward) == link::push_result::closed)
+            l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     j.publisher.reset();
+    j.onward.clear();
     lock.lock();
     busy_ = false;
     // The link is gone and a local subscriber is stuck: waiting out the

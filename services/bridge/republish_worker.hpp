@@ -48,8 +48,12 @@ class republish_worker {
   // reach the subscribers that asked for them.
   void settle(std::shared_ptr<detail::publisher_core> publisher, std::size_t subscribers,
               std::chrono::milliseconds wait);
-  // One encoded ipcbus.Frame (already checked to decode) to republish.
-  void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame);
+  // One encoded ipcbus.Frame (already checked to decode) to republish, then
+  // to pass on to `onward` links as `onward_info` (transit), one hop more.
+  // Passing on may wait for room in a link's queue (reliable topics): here,
+  // not on the io thread, and a full worker then stops its own link's reading.
+  void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
+               std::shared_ptr<const topic_info> onward_info = nullptr, std::vector<std::shared_ptr<link>> onward = {});
   // True while the queue is at its limit: the link should not read more.
   bool full() const;
   // The link is gone: republish what is queued (each frame still bounded by
@@ -68,6 +72,8 @@ class republish_worker {
   struct job {
     std::shared_ptr<detail::publisher_core> publisher;
     std::string frame;                        // empty: settle
+    std::shared_ptr<const topic_info> onward_info;
+    std::vector<std::shared_ptr<link>> onward;
     std::size_t subscribers = 0;              // settle
     std::chrono::milliseconds wait{0};        // settle
   };

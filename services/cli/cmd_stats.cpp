@@ -84,7 +84,8 @@ std::size_t print_bridges(const std::filesystem::path& dir, bool json) {
       json_object o;
       o.add("id", id).add("role", "bridge").add("pid", rec.info.pid()).add("listen", b.listen());
       o.add("export", rec.info.topic()).add("refused", b.refused()).add("bad_records", b.bad_records());
-      o.add("interest_cut", b.interest_cut());
+      o.add("interest_cut", b.interest_cut()).add("duplicates", b.duplicates()).add("hop_limit", b.hop_limit());
+      o.add("returned", b.returned());
       std::cout << o.str() << '\n';
       for (const auto& l : b.links()) {
         json_object lo;
@@ -100,7 +101,8 @@ std::size_t print_bridges(const std::filesystem::path& dir, bool json) {
     std::cout << "\nbridge " << id << " (pid " << rec.info.pid() << ")"
               << (b.listen().empty() ? "" : " listening on " + b.listen()) << ", exports '" << rec.info.topic()
               << "', refused " << b.refused() << ", bad records " << b.bad_records() << ", interest cut "
-              << b.interest_cut() << '\n';
+              << b.interest_cut() << ", duplicates " << b.duplicates() << ", hop limit " << b.hop_limit()
+              << ", returned " << b.returned() << '\n';
     std::vector<std::vector<std::string>> rows;
     for (const auto& l : b.links())
       rows.push_back({l.peer(), l.peer_name().empty() ? "-" : l.peer_name(), l.state(), std::to_string(l.sent()),

@@ -490,6 +490,108 @@ BOOST_AUTO_TEST_CASE(a_triangle_delivers_each_message_exactly_once) {
     for (std::uint64_t i = 1; i < 301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
     for (std::uint64_t i = 1001; i < 1301; ++i) BOOST_TEST(t->count(i) == 1, "index " << i);
   }
+  // Each bus also got every frame passed on by its third peer: those copies
+  // were recognised and counted.
+  BOOST_TEST(eventually([&] {
+               std::uint64_t duplicates = 0;
+               for (site* s : {&a, &b, &c})
+                 if (const auto st = s->status()) duplicates += st->duplicates();
+               return duplicates >= 300u;
+             }, 5s),
+             status_text(a) << '\n' << status_text(b) << '\n' << status_text(c));
+}
+
+BOOST_AUTO_TEST_CASE(a_chain_carries_messages_through_the_middle_bus_both_ways_exactly_once) {
+  // a ═══ b ═══ c, and nobody on b listens: b passes on what a and c want.
+  site a("a"), b("b"), c("c");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  c.start_bridge({b.port});
+  tally at_a, at_c;
+  auto sa = a.bus->subscribe<Sample>("chain/c", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_a.add(s, i); });
+  auto sc = c.bus->subscribe<Sample>("chain/a", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("chain/a");
+  auto pub_c = c.bus->advertise<Sample>("chain/c");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_c}, probe);
+  wait_until_flowing(pub_c, {&at_a}, probe);
+  send_and_expect(pub_a, {&at_c}, 1, 201);
+  send_and_expect(pub_c, {&at_a}, 1001, 1201);
+  std::this_thread::sleep_for(300ms);  // time for any duplicate to arrive
+  for (std::uint64_t i = 1; i < 201; ++i) BOOST_TEST(at_c.count(i) == 1, "index " << i);
+  for (std::uint64_t i = 1001; i < 1201; ++i) BOOST_TEST(at_a.count(i) == 1, "index " << i);
+  // Each keeps its origin and counts both bridges it crossed.
+  {
+    std::lock_guard lock(at_c.mutex);
+    BOOST_REQUIRE(!at_c.infos.empty());
+    BOOST_TEST(at_c.infos.front().origin_host == a.bus->state()->host_id);
+    BOOST_TEST(at_c.infos.front().hop_count == 2u);
+  }
+  {
+    std::lock_guard lock(at_a.mutex);
+    BOOST_REQUIRE(!at_a.infos.empty());
+    BOOST_TEST(at_a.infos.front().origin_host == c.bus->state()->host_id);
+    BOOST_TEST(at_a.infos.front().hop_count == 2u);
+  }
+  // Nothing went round: no bridge saw a copy or its own frames come back.
+  for (site* s : {&a, &b, &c}) {
+    const auto st = s->status();
+    BOOST_REQUIRE(st);
+    BOOST_TEST(st->duplicates() == 0u, status_text(*s));
+    BOOST_TEST(st->returned() == 0u, status_text(*s));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(interest_passed_round_a_triangle_dies_out_when_its_subscriber_leaves) {
+  // Each bridge passes c's interest on to its other peer, so it goes round
+  // the cycle; the hop count each pattern carries must end it once c's
+  // subscriber is gone, and with it a's subscription.
+  site a("a"), b("b"), c("c");
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  c.start_bridge({a.port, b.port});
+  BOOST_REQUIRE(eventually([&] { return a.links_up() == 2 && b.links_up() == 2 && c.links_up() == 2; }, 10s));
+  auto pub = a.bus->advertise<Sample>("ring/x");
+  tally at_c;
+  auto sub = c.bus->subscribe<Sample>("ring/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 1; }, 10s));
+  sub.close();
+  BOOST_TEST(eventually([&] { return pub.subscriber_count() == 0; }, 10s), status_text(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_hop_limit_of_one_stops_transit_at_the_middle_bus_and_counts_it) {
+  site a("a"), b("b"), c("c");
+  a.start_bridge({});
+  b.start_bridge({a.port}, {"--max-hops", "1"});
+  c.start_bridge({b.port});
+  tally at_b, at_c;
+  auto sb = b.bus->subscribe<Sample>("hop/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto sc = c.bus->subscribe<Sample>("hop/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  auto pub_a = a.bus->advertise<Sample>("hop/a");
+  BOOST_TEST(eventually([&] { return b.links_up() == 2; }, 10s), status_text(b));
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub_a, {&at_b}, probe);
+  send_and_expect(pub_a, {&at_b}, 1, 101);
+  // b republished them (one bridge crossed) but passing them on to c would
+  // be a second: each is counted instead.
+  BOOST_TEST(eventually([&] {
+               const auto st = b.status();
+               return st && st->hop_limit() >= 100u;
+             }, 5s),
+             status_text(b));
+  BOOST_TEST(at_c.empty());
+  // `ipcbus stats` shows the counter, as text and as JSON.
+  child_process text(built_program("ipcbus"), {"--config", b.config.string(), "stats", "--interval", "0.1"});
+  text.wait(20s);
+  BOOST_TEST(text.output().find("hop limit ") != std::string::npos, text.output());
+  BOOST_TEST(text.output().find("duplicates 0") != std::string::npos, text.output());
+  BOOST_TEST(text.output().find("hop limit 0") == std::string::npos, text.output());
+  child_process json(built_program("ipcbus"), {"--config", b.config.string(), "stats", "--interval", "0.1", "--json"});
+  json.wait(20s);
+  BOOST_TEST(json.output().find("\"hop_limit\":") != std::string::npos, json.output());
+  BOOST_TEST(json.output().find("\"hop_limit\":0") == std::string::npos, json.output());
+  BOOST_TEST(json.output().find("\"duplicates\":0") != std::string::npos, json.output());
+  BOOST_TEST(json.output().find("\"returned\":0") != std::string::npos, json.output());
 }
 
 BOOST_AUTO_TEST_CASE(a_topic_published_on_both_sides_is_delivered_once_and_nothing_bounces) {

@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "bridge_wire.hpp"
+#include "duplicate_filter.hpp"
 
 namespace {
 
@@ -148,4 +149,39 @@ BOOST_AUTO_TEST_CASE(peer_text_is_made_printable_and_bounded) {
   BOOST_TEST(cut.starts_with("\\x07\\x07"));
   // Never the middle of an escape before the marker.
   BOOST_TEST(printable(std::string(10, '\x01'), 9) == "\\x01...");
+}
+
+// The duplicate filter (services/bridge/duplicate_filter.hpp): each frame of an
+// origin publisher passes once, in any order within the window.
+BOOST_AUTO_TEST_CASE(the_duplicate_filter_passes_each_frame_once_in_any_order_within_its_window) {
+  ipcbus::bridge::duplicate_filter f;
+  BOOST_TEST(f.first_time(1, 7, 10));
+  BOOST_TEST(!f.first_time(1, 7, 10));
+  BOOST_TEST(f.first_time(1, 7, 12));  // 11 is late, not lost
+  BOOST_TEST(f.first_time(1, 7, 11));
+  BOOST_TEST(!f.first_time(1, 7, 11));
+  BOOST_TEST(!f.first_time(1, 7, 12));
+  // Another publisher, or the same publisher id from another bus, is another origin.
+  BOOST_TEST(f.first_time(1, 8, 10));
+  BOOST_TEST(f.first_time(2, 7, 10));
+  // A jump beyond the window forgets what came before it; older than the window counts as seen.
+  const auto far = 12 + ipcbus::bridge::duplicate_filter::window + 5;
+  BOOST_TEST(f.first_time(1, 7, far));
+  BOOST_TEST(!f.first_time(1, 7, 13));
+  BOOST_TEST(f.first_time(1, 7, far - 1));
+  BOOST_TEST(!f.first_time(1, 7, far - 1));
+}
+
+BOOST_AUTO_TEST_CASE(the_duplicate_filter_tracks_a_bounded_number_of_origins_forgetting_the_oldest) {
+  ipcbus::bridge::duplicate_filter f(3);
+  BOOST_TEST(f.first_time(1, 1, 1));
+  BOOST_TEST(f.first_time(1, 2, 1));
+  BOOST_TEST(f.first_time(1, 3, 1));
+  BOOST_TEST(!f.first_time(1, 1, 1));  // 1 is now the most recently seen
+  BOOST_TEST(f.first_time(1, 4, 1));   // forgets 2, the least recently seen
+  BOOST_TEST(f.tracked() == 3u);
+  BOOST_TEST(!f.first_time(1, 1, 1));
+  BOOST_TEST(f.first_time(1, 2, 1));   // forgotten: taken as new
+  for (std::uint64_t p = 100; p < 10100; ++p) f.first_time(9, p, 1);
+  BOOST_TEST(f.tracked() == 3u);
 }

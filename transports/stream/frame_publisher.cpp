@@ -248,21 +248,6 @@ std::error_code frame_publisher::send(const frame_ptr& frame) {
   }
   bool dead = false;
   for (auto& c : connections_) {
-    if (c->pending.empty() && !c->dead) {
-      // Nothing waits before it (the common case): written at once, and
-      // queued only if the descriptor did not take all of it.
-      std::size_t offset = 0;
-      const write_status st = c->sink->write(c->fd, frame->bytes, offset);
-      if (st == write_status::ok) continue;
-      if (st == write_status::gone) {
-        c->dead = dead = true;
-        continue;
-      }
-      c->pending.push_back(frame);
-      c->front_offset = offset;
-      arm_writable(c);
-      continue;
-    }
     enqueue(c, frame);
     if (!write_pending(*c)) dead = true;
     else if (!c->pending.empty()) arm_writable(c);

@@ -230,8 +230,10 @@ link::push_result link::push_data(const topic_info& t, const frame_view& frame) 
   if (full()) {
     bool room = false;
     if (t.qos == qos_policy::reliable) {
-      room = room_.wait_for(lock, t.timeout, [&] { return state_ != state::up || !full(); });
-      if (state_ != state::up) return push_result::closed;
+      // A drain (finishing_) takes nothing new: what it lets in after the
+      // queue emptied would be written after the FIN.
+      room = room_.wait_for(lock, t.timeout, [&] { return state_ != state::up || finishing_ || !full(); });
+      if (state_ != state::up || finishing_) return push_result::closed;
     } else if (t.qos == qos_policy::drop_oldest) {
       for (auto it = queue_.begin(); it != queue_.end(); ++it) {
         if (!it->data) continue;
@@ -305,6 +307,15 @@ void link::kick() {
   std::uint64_t frames = 0;
   {
     std::lock_guard lock(mutex_);
+    if (fin_sent_) {
+      // Nothing may follow the FIN; push_data refuses while finishing, so
+      // this is only a safety net, and what it drops is counted.
+      counters_->dropped.fetch_add(queue_data_, std::memory_order_relaxed);
+      queue_.clear();
+      queue_bytes_ = 0;
+      queue_data_ = 0;
+      return;
+    }
     // One write for everything queued, up to a bound that keeps one batch
     // from holding the socket (and the memory) for long.
     while (!queue_.empty() && out_.size() < 1024 * 1024) {
@@ -350,12 +361,14 @@ void link::write_some() {
   with_stream([&](auto& s) {
     s.async_write_some(asio::buffer(out_.data() + out_written_, out_.size() - out_written_),
                        [self](const boost::system::error_code& ec, std::size_t n) {
-                         if (self->state_ == state::closed) {
+                         if (self->state_ == state::closed || ec) {
                            self->writing_ = false;
-                           return;
-                         }
-                         if (ec) {
-                           self->writing_ = false;
+                           // The batch being written is not in the queue any more, where
+                           // close() counts the losses: its frames are counted here (some
+                           // may have reached the peer; none is known to).
+                           self->counters_->dropped.fetch_add(self->out_frames_, std::memory_order_relaxed);
+                           self->out_frames_ = 0;
+                           if (self->state_ == state::closed) return;
                            return self->close("write failed: " + ec.message());
                          }
                          self->write_progress_ = std::chrono::steady_clock::now();

@@ -125,11 +125,14 @@ void republish_worker::run() {
     const bool room = was_full_ && queue_.size() < limits_.max_jobs * 3 / 4 && queue_bytes_ < limits_.max_bytes * 3 / 4;
     if (room) was_full_ = false;
     busy_ = true;
+    // Once the link is gone, nobody waits for the first frames of its topics
+    // any more: a retired worker must not spend a second per announced topic.
+    const bool settle = !retired_;
     lock.unlock();
     if (room && on_room_) on_room_();
     bool failed = false;
     if (j.frame.empty()) {
-      j.publisher->wait_for_subscribers(j.subscribers, j.wait);
+      if (settle) j.publisher->wait_for_subscribers(j.subscribers, j.wait);
     } else {
       frame_view frame;
       // Checked on the io thread already; a second decode here is cheap and

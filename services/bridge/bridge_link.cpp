@@ -230,10 +230,11 @@ link::push_result link::push_data(const topic_info& t, const frame_view& frame) 
   if (full()) {
     bool room = false;
     if (t.qos == qos_policy::reliable) {
-      // A drain (finishing_) takes nothing new: what it lets in after the
-      // queue emptied would be written after the FIN.
-      room = room_.wait_for(lock, t.timeout, [&] { return state_ != state::up || finishing_ || !full(); });
-      if (state_ != state::up || finishing_) return push_result::closed;
+      // A push already waiting when a drain starts still goes out: it is part
+      // of what was queued. (One that only gets in after the FIN is dropped
+      // and counted by kick().)
+      room = room_.wait_for(lock, t.timeout, [&] { return state_ != state::up || !full(); });
+      if (state_ != state::up) return push_result::closed;
     } else if (t.qos == qos_policy::drop_oldest) {
       for (auto it = queue_.begin(); it != queue_.end(); ++it) {
         if (!it->data) continue;

@@ -234,6 +234,15 @@ child_report run_bus_ping(const bus_case& c, const pingpong_plan& plan, load_con
 child_report run_bus_pong(const bus_case& c, const pingpong_plan& plan, bool with_load) {
   Bus bus = make_bus(c);
   auto pub = advertise<Bytes>(bus, "bench/pong");
+  // Our reply publisher must have the ping side attached before we subscribe
+  // to the pings: the ping side starts as soon as it sees our subscription,
+  // and a reply published before its subscriber attached reaches nobody (the
+  // ping side would wait for it until its run timeout).
+  if (!pub.wait_for_subscribers(1, discovery_timeout)) {
+    child_report r;
+    r.error = "the ping side did not subscribe within " + std::to_string(discovery_timeout.count()) + " s";
+    return r;
+  }
   const int total = plan.warmup + plan.count;
   completion done;
   int echoed = 0;

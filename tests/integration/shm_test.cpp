@@ -314,7 +314,7 @@ BOOST_AUTO_TEST_CASE(sigkilled_subscriber_does_not_block_a_reliable_publisher) {
   auto pub = bus.advertise<Sample>("work/items");
   child_process sub(peer, {"subscribe", cfg.string(), "work/items", "1000000", "60000"});
   BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
-  ::kill(sub.pid(), SIGSTOP);  // it stops reading: a reliable publisher now fills its ring
+  BOOST_REQUIRE(sub.freeze());  // it stops reading: a reliable publisher now fills its ring
   std::error_code ec;
   for (int i = 0; i < 100000 && !ec; ++i) pub.publish(ipcbus::test::make_sample(i, 1000), ec);
   BOOST_TEST(ec == ipcbus::errc::timed_out);  // a stopped subscriber costs a timeout, not a hang
@@ -363,7 +363,7 @@ BOOST_AUTO_TEST_CASE(garbage_in_a_live_ring_does_not_crash_a_subscriber_process)
   auto pub = bus.advertise<Sample>("feed/data");
   child_process sub(peer, {"subscribe", cfg.string(), "feed/data", "1000000", "3000"});
   BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
-  ::kill(sub.pid(), SIGSTOP);  // frozen with records waiting for it...
+  BOOST_REQUIRE(sub.freeze());  // frozen with records waiting for it...
   for (int i = 1; i <= 20; ++i) pub.publish(ipcbus::test::make_sample(i, 100));
   const std::string ring = ring_of(d.domain_dir(), "feed/data");
   scribble_over_records(ring, 0x5a);  // ...which are garbage by the time it wakes up
@@ -707,7 +707,7 @@ BOOST_AUTO_TEST_CASE(garbage_in_side_segments_closes_the_link_not_the_subscriber
   auto pub = bus.advertise<Sample>("big/garbage");
   child_process sub(peer, {"subscribe", cfg.string(), "big/garbage", "1000000", "4000"});
   BOOST_REQUIRE(pub.wait_for_subscribers(1, 10s));
-  ::kill(sub.pid(), SIGSTOP);  // frozen with large frames waiting for it...
+  BOOST_REQUIRE(sub.freeze());  // frozen with large frames waiting for it...
   std::error_code ec;
   for (int i = 1; i <= 40 && !ec; ++i) pub.publish(ipcbus::test::make_sample(i, 1 << 20), ec);
   BOOST_TEST(ec == ipcbus::errc::timed_out);  // its queue and the ring are full

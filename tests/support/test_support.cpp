@@ -133,6 +133,25 @@ child_process::~child_process() {
 
 void child_process::signal(int sig) const { ::kill(pid_, sig); }
 
+bool child_process::freeze(std::chrono::milliseconds timeout) {
+  if (reaped_) return false;
+  ::kill(pid_, SIGSTOP);
+  // The stop is reported to the parent only once the whole thread group has stopped.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG | WUNTRACED);
+    if (r == pid_ && WIFSTOPPED(status)) return true;
+    if (r == pid_) {
+      reaped_ = true;
+      status_ = status;
+      return false;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 int child_process::wait(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!reaped_) {

@@ -88,6 +88,10 @@ class child_process {
   child_process& operator=(const child_process&) = delete;
   pid_t pid() const { return pid_; }
   void signal(int sig) const;
+  // SIGSTOP, then waits until every thread of the child has stopped (kill only
+  // queues the signal: a thread on another core runs on for a moment). False if
+  // the child ended instead or did not stop within `timeout`.
+  bool freeze(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Waits up to `timeout`; returns the exit status as from waitpid (or -1 on timeout).
   int wait(std::chrono::milliseconds timeout);
   bool running();

@@ -266,6 +266,10 @@ BOOST_AUTO_TEST_CASE(gc_reclaims_the_queues_and_fifos_of_a_sigkilled_pair_after_
     if (std::string(transport) == "mq") BOOST_REQUIRE(eventually([&] { return markers(d.domain_dir()).size() == 2u; }));
     else BOOST_REQUIRE(eventually([&] { return count_files(d.domain_dir(), ".fifo") == 1u; }));
     const auto names = markers(d.domain_dir());
+    // Both stopped before either dies: a survivor that noticed its peer's death
+    // would reclaim the dead one's queue itself, before gc could find it.
+    BOOST_REQUIRE(sub.freeze());
+    BOOST_REQUIRE(pub.freeze());
     sub.signal(SIGKILL);
     pub.signal(SIGKILL);
     sub.wait(10s);

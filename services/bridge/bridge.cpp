@@ -198,9 +198,42 @@ void bridge::drain(std::chrono::milliseconds limit, std::function<void()> done) 
   draining_ = true;
   drained_ = std::move(done);
   drain_deadline_ = std::chrono::steady_clock::now() + limit;
+  // At most half the limit goes to taking in what the local bus already sent us.
+  take_in_deadline_ = std::chrono::steady_clock::now() + limit / 2;
   boost::system::error_code ec;
   acceptor_.close(ec);
   for (auto& d : dialers_) d->timer->cancel();
+  for (auto& l : std::vector(links_))
+    if (l->current_state() != link::state::up) l->close("bridge stopping");
+  check_taken_in();
+}
+
+namespace {
+// How long the local subscriptions must hand over nothing before a drain
+// takes their input as complete: a publisher's frames already written to us
+// are read in much faster than this.
+constexpr std::chrono::milliseconds local_quiet{100};
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void bridge::check_taken_in() {
+  if (stopped_) return;
+  std::int64_t last = 0;
+  for (const auto& [topic, r] : routes_) last = std::max(last, r->last_frame_ns.load(std::memory_order_relaxed));
+  const auto quiet_since = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(last));
+  const auto now = std::chrono::steady_clock::now();
+  if (now - quiet_since >= local_quiet || now >= take_in_deadline_) return finish_links();
+  drain_timer_.expires_after(std::chrono::milliseconds(20));
+  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) check_taken_in();
+  });
+}
+
+void bridge::finish_links() {
   // What the local bus publishes from now on is not carried: only what is queued.
   for (auto& [topic, r] : routes_) {
     {
@@ -779,6 +812,7 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
     auto handler = [weak, here](const frame_view& f, const MessageInfo&) {
       auto route = weak.lock();
       if (!route || f.header.origin_host != here || f.header.hop_count != 0) return true;
+      route->last_frame_ns.store(steady_ns(), std::memory_order_relaxed);
       std::vector<std::shared_ptr<link>> targets;
       {
         std::lock_guard lock(route->mutex);

@@ -17,6 +17,7 @@
 // everything runs on that thread except subscriber callbacks (the bus's thread).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <cstdint>
@@ -110,6 +111,9 @@ class bridge {
     std::mutex mutex;
     std::vector<std::shared_ptr<link>> links;  // guarded by mutex
     std::shared_ptr<detail::subscriber_core> subscription;
+    // When the subscription last handed over a frame (steady clock, ns): a
+    // drain keeps reading until the local bus has gone quiet.
+    std::atomic<std::int64_t> last_frame_ns{0};
   };
 
   void accept();
@@ -134,6 +138,11 @@ class bridge {
   void rescan();
   void update_routes(const std::vector<participant_record>& participants);
   void arm_rescan();
+  // Drain, first phase: keeps the local subscriptions reading until they have
+  // handed over nothing for a moment, so what the local bus already published
+  // to us is carried too; then closes them and finishes the links.
+  void check_taken_in();
+  void finish_links();
   void check_drained();
   void publish_status();
   // What we declare to `to`: our local subscribers' patterns (0 hops) and
@@ -177,6 +186,7 @@ class bridge {
   bool stopped_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point drain_deadline_;
+  std::chrono::steady_clock::time_point take_in_deadline_;
   std::function<void()> drained_;
   boost::asio::steady_timer drain_timer_;
 };

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -263,13 +264,19 @@ BOOST_AUTO_TEST_CASE(gc_reclaims_the_queues_and_fifos_of_a_sigkilled_pair_after_
     child_process pub(peer, {"serve", cfg.string(), "svc/beat"});
     child_process sub(peer, {"subscribe", cfg.string(), "svc/beat", "1000000", "60000"});
     BOOST_REQUIRE(eventually([&] { return publisher_id_of(d.domain_dir(), "svc/beat") != 0; }));
-    if (std::string(transport) == "mq") BOOST_REQUIRE(eventually([&] { return markers(d.domain_dir()).size() == 2u; }));
+    // Both queues made, each with its marker (a marker may briefly exist before its queue).
+    const auto settled = [&] {
+      const auto now = markers(d.domain_dir());
+      return now.size() == 2u && std::all_of(now.begin(), now.end(), queue_exists);
+    };
+    if (std::string(transport) == "mq") BOOST_REQUIRE(eventually(settled));
     else BOOST_REQUIRE(eventually([&] { return count_files(d.domain_dir(), ".fifo") == 1u; }));
-    const auto names = markers(d.domain_dir());
     // Both stopped before either dies: a survivor that noticed its peer's death
     // would reclaim the dead one's queue itself, before gc could find it.
     BOOST_REQUIRE(sub.freeze());
     BOOST_REQUIRE(pub.freeze());
+    const auto names = markers(d.domain_dir());
+    if (std::string(transport) == "mq") BOOST_REQUIRE(settled());
     sub.signal(SIGKILL);
     pub.signal(SIGKILL);
     sub.wait(10s);

@@ -57,6 +57,7 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
 
   // link_poller, io thread.
   bool poll() override;
+  bool ready() const override { return !closed_ && !paused_ && reader_->data_available(); }
   void prepare_sleep() override;
   std::chrono::microseconds spin() const override { return spin_; }
   bool busy_poll() const override { return busy_poll_; }

@@ -123,6 +123,9 @@ class link_poller {
   virtual ~link_poller() = default;
   // Delivers what is ready (up to a batch); true if anything was delivered.
   virtual bool poll() = 0;
+  // A glance, no system call and no clock: false only when poll() would
+  // certainly find no frame. A spinning loop checks this between full polls.
+  virtual bool ready() const { return true; }
   // The io thread is about to block: make sure new data wakes it.
   virtual void prepare_sleep() = 0;
   // Polling budget after the last frame; busy_poll() means never sleep.

@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "ipcbus/detail/wall_clock.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/topic.hpp"
@@ -184,7 +185,7 @@ std::error_code publisher_core::finish_loan() {
     // The time of publishing, not of loaning; it always encodes to the same
     // size in practice, and if it ever did not, the loan's time stays.
     frame_header h = frame_.header;
-    h.publish_time_ns = now_ns();
+    h.publish_time_ns = wall_clock_ns();
     if (delimited_frame_size(h, frame_.payload_size) == delimited_frame_size(frame_.header, frame_.payload_size)) {
       encode_delimited_frame_header(frame_.start, h, frame_.payload_size);
       frame_.header = h;
@@ -230,7 +231,7 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
   frame_.slot.brief = brief;
   frame_.header.sequence = next_sequence_;
   frame_.header.publisher_id = id_;
-  frame_.header.publish_time_ns = now_ns();
+  frame_.header.publish_time_ns = wall_clock_ns();
   frame_.header.origin_host = bus_->host_id;
   if (forwarded_) {
     frame_.header.origin_host = forwarded_->origin_host;

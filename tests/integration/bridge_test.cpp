@@ -310,6 +310,66 @@ BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_m
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keeps_its_link) {
+  // b's subscriber stops taking anything for several link timeouts: b's
+  // bridge stops reading from a, and a's writes make no progress for that
+  // long. b still answers (pings), so a must keep the link: nothing is lost.
+  const std::string rules = "topics: [ { match: \"pause/#\", publish_timeout_ms: 60000 } ]\n";
+  site a("a"), b("b");
+  for (site* s : {&a, &b}) {
+    s->config = s->domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+    s->bus = std::make_unique<ipcbus::Bus>(s->domain.options(rules));
+  }
+  const std::vector<std::string> quick{"--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+  a.start_bridge({}, quick);
+  b.start_bridge({a.port}, quick);
+  std::atomic<bool> hold{false};
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("pause/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    while (hold) std::this_thread::sleep_for(1ms);
+  });
+  auto pub = a.bus->advertise<Sample>("pause/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  hold = true;
+  std::atomic<bool> stop{false};
+  std::uint64_t published = 0;
+  std::thread publisher([&] {
+    while (!stop && published < probe_base - 1) pub.publish(ipcbus::test::make_sample(++published, 64 * 1024));
+  });
+  // Everything between the two buses is full once a's queue for the link
+  // holds megabytes; from then on a's writes stall until b's subscriber goes on.
+  const bool stalled = eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && st->links(0).queued_bytes() >= 4u << 20;
+  }, 20s);
+  std::this_thread::sleep_for(3s);
+  stop = true;
+  hold = false;
+  publisher.join();
+  BOOST_REQUIRE_MESSAGE(stalled, status_text(a));
+  const bool all = eventually([&] {
+    for (std::uint64_t i = 1; i <= published; ++i)
+      if (at_b.count(i) == 0) return false;
+    return true;
+  }, 20s);
+  BOOST_TEST(all, status_text(a) << '\n' << status_text(b));
+  for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) == 1, "index " << i);
+  for (site* s : {&a, &b}) {
+    BOOST_TEST(eventually([&] {
+      const auto st = s->status();
+      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= published;
+    }, 5s), status_text(*s));
+    const auto st = s->status();
+    BOOST_REQUIRE(st && st->links_size() == 1);
+    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
+    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
+    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
+    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
   site a("a"), b("b");
   a.start_bridge({});
@@ -916,12 +976,12 @@ std::string ping_bytes() {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_link_timeout) {
+BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_write_stall_limit) {
   site a("a");
   const std::string rules = "topics: [ { match: \"stall/#\", qos: drop_newest } ]\n";
   a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
   a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));  // the test's publisher never waits
-  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000"});
+  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000", "--write-stall-ms", "1500"});
   raw_peer p(a.port);
   raw_link_up(p);
   p.send(delimited(interest_in({"stall/#"})));

@@ -138,7 +138,7 @@ void republish_worker::run() {
       // Checked on the io thread already; a second decode here is cheap and
       // keeps the job to one owned string.
       const bool decoded = !decode_frame(j.frame, frame);
-      failed = !decoded || j.publisher->publish_forwarded(frame.header, frame.payload);
+      failed = !decoded || (j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload));
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
       // Passed on as it came (origin, publisher id and sequence kept, so the
       // next bridges recognise copies), one hop more, whatever became of the

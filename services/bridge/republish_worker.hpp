@@ -50,6 +50,7 @@ class republish_worker {
               std::chrono::milliseconds wait);
   // One encoded ipcbus.Frame (already checked to decode) to republish, then
   // to pass on to `onward` links as `onward_info` (transit), one hop more.
+  // A null `publisher`: only passed on (the local subscribers had it already).
   // Passing on may wait for room in a link's queue (reliable topics): here,
   // not on the io thread, and a full worker then stops its own link's reading.
   void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <atomic>
 #include <map>
@@ -1002,6 +1003,87 @@ BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_write_st
     return given_up();
   }, 20s), status_text(a));
   BOOST_TEST(a.links_up() == 0u, status_text(a));
+}
+
+namespace {
+
+// One frame of `index` as its origin publisher sent it, `hops` bridges ago:
+// the Frame without its length prefix, as data records carry it.
+std::string forwarded_frame(std::uint64_t sequence, std::uint32_t hops, std::uint64_t index) {
+  const std::string payload = ipcbus::test::make_sample(index, 16).SerializeAsString();
+  ipcbus::frame_header h;
+  h.sequence = sequence;
+  h.publisher_id = 77;
+  h.publish_time_ns = 1;
+  h.origin_host = 0x5555;  // a bus none of the bridges is
+  h.hop_count = hops;
+  h.payload_type = Sample::descriptor()->full_name();
+  std::string out(ipcbus::delimited_frame_size(h, payload.size()), '\0');
+  ipcbus::encode_delimited_frame_to(out.data(), h, payload.size(), [&](char* to, std::size_t n) {
+    std::memcpy(to, payload.data(), n);
+    return true;
+  });
+  std::uint32_t length = 0;
+  std::size_t prefix = 0;
+  ipcbus::read_length_prefix(out, length, prefix);
+  return out.substr(prefix);
+}
+
+std::string data_bytes(std::uint32_t topic_id, std::string frame) {
+  ipcbus::BridgeRecord r;
+  r.mutable_data()->set_topic_id(topic_id);
+  r.mutable_data()->set_frame(std::move(frame));
+  return delimited(r);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_copy_that_comes_the_short_way_after_the_long_way_still_reaches_the_bus_beyond) {
+  // raw ═ x ═ y, a hop limit of 2. The raw peer plays two paths into x: each
+  // frame first comes the long way (one bridge crossed already: x may
+  // republish it, but not pass it on), then the short way (none crossed). x
+  // delivers it once; the short copy still has a hop left and must go on to y.
+  site x("x"), y("y");
+  x.start_bridge({}, {"--max-hops", "2"});
+  y.start_bridge({x.port}, {"--max-hops", "2"});
+  tally at_x, at_y;
+  auto sx = x.bus->subscribe<Sample>("short/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_x.add(s, i); });
+  auto sy = y.bus->subscribe<Sample>("short/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_y.add(s, i); });
+  BOOST_REQUIRE(eventually([&] { return x.links_up() == 1; }, 10s));
+  raw_peer p(x.port);
+  raw_link_up(p);
+  ipcbus::BridgeRecord t;
+  t.mutable_topic()->set_id(1);
+  t.mutable_topic()->set_topic("short/x");
+  t.mutable_topic()->set_type_name(Sample::descriptor()->full_name());
+  Sample::descriptor()->file()->CopyTo(t.mutable_topic()->mutable_descriptors()->add_file());
+  p.send(delimited(t));
+  // Probes the short way until y has one: x passes the topic on to y by then.
+  std::uint64_t sequence = 0;
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    ++sequence;
+    p.send(ping_bytes() + data_bytes(1, forwarded_frame(sequence, 0, probe_base + sequence)));
+    std::this_thread::sleep_for(20ms);
+    return at_y.has_any_at_or_above(probe_base);
+  }, 20s), status_text(x));
+  for (std::uint64_t i = 1; i <= 50; ++i) {
+    ++sequence;
+    p.send(data_bytes(1, forwarded_frame(sequence, 1, i)) + data_bytes(1, forwarded_frame(sequence, 0, i)));
+  }
+  const auto all_of = [&](tally& t) {
+    for (std::uint64_t i = 1; i <= 50; ++i)
+      if (t.count(i) == 0) return false;
+    return true;
+  };
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());  // a raw peer must keep the link alive itself
+    return all_of(at_x) && all_of(at_y);
+  }, 10s), status_text(x) << '\n' << status_text(y));
+  std::this_thread::sleep_for(300ms);  // time for any copy too many to arrive
+  for (std::uint64_t i = 1; i <= 50; ++i) {
+    BOOST_TEST(at_x.count(i) == 1, "index " << i);
+    BOOST_TEST(at_y.count(i) == 1, "index " << i);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {

@@ -303,12 +303,13 @@ void bridge::stop() {
     if (r->subscription) r->subscription->close();
   }
   routes_.clear();
-  // Each worker drops what it still holds and closes its publishers, all at
-  // once; then this waits for them (a republish in progress ends within its
-  // topic's publish_timeout).
-  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(200), true);
+  // Each worker drops what it still holds, cuts short a republish in progress
+  // (a reliable one may wait for a slow local subscriber for up to its
+  // topic's publish_timeout) and closes its publishers at once, all workers
+  // together: joining them then takes a moment, not a publish_timeout.
+  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(0), true);
   links_.clear();
-  for (auto& w : retiring_) w->retire({}, std::chrono::milliseconds(0), true);
+  for (auto& w : retiring_) w->abort();
   for (auto& w : retiring_) w->join();
   retiring_.clear();
   registration_.reset();

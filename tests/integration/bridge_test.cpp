@@ -475,6 +475,39 @@ BOOST_AUTO_TEST_CASE(a_peer_that_never_closes_holds_up_sigterm_only_until_the_dr
   b.bridge->signal(SIGCONT);
 }
 
+BOOST_AUTO_TEST_CASE(stopping_does_not_wait_out_a_republish_held_up_by_a_slow_subscriber) {
+  // b's subscriber takes nothing, and b republishes the topic reliably with
+  // 30 s to wait for room: after SIGTERM and --drain-ms, b must stop now.
+  const std::string rules = "topics: [ { match: \"held/#\", publish_timeout_ms: 30000 } ]\n";
+  site a("a"), b("b");
+  b.config = b.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.start_bridge({});
+  b.start_bridge({a.port}, {"--drain-ms", "500"});
+  std::atomic<bool> hold{false};
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("held/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    while (hold) std::this_thread::sleep_for(1ms);
+  });
+  auto pub = a.bus->advertise<Sample>("held/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  hold = true;
+  // Far more than the subscriber's queue and socket hold: b's republisher
+  // waits for room, with more frames behind it.
+  for (std::uint64_t i = 1; i <= 300; ++i) pub.publish(ipcbus::test::make_sample(i, 16 * 1024));
+  std::this_thread::sleep_for(1s);
+  const auto start = std::chrono::steady_clock::now();
+  b.bridge->signal(SIGTERM);
+  const int status = b.bridge->wait(20s);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  hold = false;
+  BOOST_TEST(status != -1, "still running 20 s after SIGTERM");
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "exit status " << status);
+  // The drain (500 ms) and a moment to close; not the 30 s a republish may wait.
+  BOOST_TEST(took < 5s, "stopping took " << took.count() << " ms");
+}
+
 BOOST_AUTO_TEST_CASE(sighup_reloads_the_exports_and_the_bridge_keeps_running) {
   site a("a", "s3cret", "[\"one/#\"]"), b("b");
   a.start_bridge({});

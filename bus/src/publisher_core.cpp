@@ -333,9 +333,17 @@ void publisher_core::close(std::chrono::milliseconds drain) {
   if (endpoint_) {
     if (drain.count() > 0 && !endpoint_->flush(drain))
       log_line(log_level::warn, "topic '" + topic_ + "': closing with undelivered messages after drain");
+    std::lock_guard endpoint_lock(endpoint_close_mutex_);
     endpoint_->close();
   }
   registration_.reset();  // unlinks the entry and every <id>.* file
+}
+
+void publisher_core::abort() {
+  // Endpoints take close() from any thread while a send or a reservation is
+  // in progress: its wait for room notices within a slice and returns `closed`.
+  std::lock_guard endpoint_lock(endpoint_close_mutex_);
+  if (endpoint_) endpoint_->close();
 }
 
 }  // namespace ipcbus::detail

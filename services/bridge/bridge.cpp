@@ -303,12 +303,13 @@ void bridge::stop() {
     if (r->subscription) r->subscription->close();
   }
   routes_.clear();
-  // Each worker drops what it still holds and closes its publishers, all at
-  // once; then this waits for them (a republish in progress ends within its
-  // topic's publish_timeout).
-  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(200), true);
+  // Each worker drops what it still holds, cuts short a republish in progress
+  // (a reliable one may wait for a slow local subscriber for up to its
+  // topic's publish_timeout) and closes its publishers at once, all workers
+  // together: joining them then takes a moment, not a publish_timeout.
+  for (auto& l : links_) retire_worker(*l, std::chrono::milliseconds(0), true);
   links_.clear();
-  for (auto& w : retiring_) w->retire({}, std::chrono::milliseconds(0), true);
+  for (auto& w : retiring_) w->abort();
   for (auto& w : retiring_) w->join();
   retiring_.clear();
   registration_.reset();
@@ -633,28 +634,34 @@ void bridge::on_data(link& l, BridgeData& d) {
     return;
   }
   // The same frame by a second path (a cycle of links): it was republished
-  // and passed on when its first copy came.
-  if (!seen_.first_time(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence)) {
-    ++duplicates_;
-    return;
-  }
+  // and passed on when its first copy came. Unless this copy came by fewer
+  // hops: with a hop limit shorter than the cycle, the first copy may have
+  // come the long way and been too far gone to be passed on, while this one
+  // can still reach buses further off. It goes on, but is not republished here.
+  const auto seen = seen_.offer(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence, hops);
+  const bool first = seen == duplicate_filter::verdict::first;
+  if (!first) ++duplicates_;
+  if (seen == duplicate_filter::verdict::copy) return;
   auto& in = it->second;
   std::vector<std::shared_ptr<link>> onward;
   if (!draining_) onward = onward_links(l, in);
   // Its origin bus has it already.
   std::erase_if(onward, [&](const auto& to) { return to->peer_bus() == frame.header.origin_host; });
-  // Republished here, but the next bridge would be one too many.
+  // Republished here, but the next bridge would be one too many (counted
+  // once per frame, when its first copy came).
   if (!onward.empty() && hops + 2 > options_.max_hops) {
-    ++hop_limit_;
+    hop_limit_ += first;
     onward.clear();
   }
+  if (!first && onward.empty()) return;
   // A reliable republish may wait for a slow local subscriber, passing on for
   // room in a link's queue: not here, on the link's worker. A full worker
   // stops this link's reading; it resumes once the worker has room (on_room
   // in worker_for).
   auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
-  worker.publish(in.publisher, std::move(*d.mutable_frame()), std::move(onward_info), std::move(onward));
+  worker.publish(first ? in.publisher : nullptr, std::move(*d.mutable_frame()), std::move(onward_info),
+                 std::move(onward));
   if (worker.full()) l.pause_reading();
 }
 

@@ -10,8 +10,9 @@
 // the origin and counting the hop, and passes it on to its other interested
 // peers (transit), never back to the link it came by. Every frame keeps its
 // origin bus, origin publisher and sequence: a copy that arrives by a second
-// path is dropped (duplicate_filter), one that comes back to its origin bus
-// too, and the hop limit ends whatever goes round a cycle of links.
+// path is dropped (duplicate_filter; only passed on when it came by fewer hops
+// than any before it), one that comes back to its origin bus too, and the hop
+// limit ends whatever goes round a cycle of links.
 //
 // Thread-safety: construct, start() and stop() on the thread that runs `io`;
 // everything runs on that thread except subscriber callbacks (the bus's thread).

@@ -399,8 +399,11 @@ void link::arm_heartbeat() {
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(quiet).count()) +
                          " ms");
     }
-    // A peer that takes in nothing (its socket buffers full) is as dead as a silent one.
-    if (self->writing_ && now - self->write_progress_ > self->limits_.timeout) {
+    // A peer that takes in nothing (its socket buffers full) for the write
+    // stall limit is given up too. Not after the link timeout: a peer whose
+    // bridge paused reading (a slow subscriber there) still pings us, and TCP
+    // pushing back on us for a while is what it wants.
+    if (self->writing_ && now - self->write_progress_ > self->limits_.write_stall) {
       return self->close("the peer took in nothing for " +
                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                             now - self->write_progress_).count()) +

@@ -62,6 +62,11 @@ struct link_limits {
   std::size_t hello_record = 4096;        // before it: a stranger gets no more
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds timeout{3000};  // nothing heard for this long: the link is dead
+  // A peer that still talks but takes in nothing of what we write for this
+  // long is given up. Far longer than `timeout`: a receiving bridge stops
+  // reading on purpose while its local subscribers are slow (backpressure),
+  // and answers pings meanwhile; a dead peer is caught by `timeout` anyway.
+  std::chrono::milliseconds write_stall{30000};
   // From the connect until the peer's proof checked out: a connection that
   // does not get there holds a handshake slot no longer.
   std::chrono::milliseconds handshake_timeout{2000};
@@ -217,7 +222,7 @@ class link : public std::enable_shared_from_this<link> {
   std::atomic<bool> kick_posted_{false};
   bool writing_ = false;  // io thread
   // Io thread, while writing_: when the socket last took bytes. A peer that
-  // reads slowly still takes some; one that takes none for the link timeout is dead.
+  // reads slowly still takes some; one that takes none for limits_.write_stall is given up.
   std::chrono::steady_clock::time_point write_progress_;
   std::string out_;       // the batch being written (io thread)
   std::size_t out_written_ = 0;

@@ -24,7 +24,7 @@ struct flags {
   std::vector<std::string> peers, exports;
   bool no_listen = false;
   unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
-  unsigned drain_ms = 2000, handshake_timeout_ms = 0;
+  unsigned drain_ms = 2000, handshake_timeout_ms = 0, write_stall_ms = 0;
   std::uint64_t queue_bytes = 0;
   std::string log_level;
 };
@@ -56,6 +56,7 @@ int run(const flags& f) {
   if (f.link_timeout_ms) o.limits.timeout = std::chrono::milliseconds(f.link_timeout_ms);
   if (f.max_hops) o.max_hops = f.max_hops;
   if (f.handshake_timeout_ms) o.limits.handshake_timeout = std::chrono::milliseconds(f.handshake_timeout_ms);
+  if (f.write_stall_ms) o.limits.write_stall = std::chrono::milliseconds(f.write_stall_ms);
   if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
   // A frame is at most the largest max_message of any rule plus its header;
   // a record carrying it a little more.
@@ -150,6 +151,8 @@ int main(int argc, char** argv) {
   app.add_option("--backoff-max-ms", f.backoff_max_ms, "Longest wait between dial attempts (default 2000)");
   app.add_option("--heartbeat-ms", f.heartbeat_ms, "Ping interval on an idle link (default 500)");
   app.add_option("--link-timeout-ms", f.link_timeout_ms, "Close a link after hearing nothing this long (default 3000)");
+  app.add_option("--write-stall-ms", f.write_stall_ms,
+                 "Close a link whose peer still talks but takes in nothing written to it this long (default 30000)");
   app.add_option("--handshake-timeout-ms", f.handshake_timeout_ms,
                  "Close a connection whose handshake is not done after this long (default 2000)");
   app.add_option("--max-hops", f.max_hops, "Carry a frame over at most this many links, passing on included (default 4)");

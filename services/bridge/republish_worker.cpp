@@ -94,6 +94,18 @@ void republish_worker::retire(std::vector<std::shared_ptr<detail::publisher_core
   wake_.notify_all();
 }
 
+void republish_worker::abort() {
+  std::shared_ptr<detail::publisher_core> current;
+  {
+    std::lock_guard lock(mutex_);
+    retired_ = true;
+    drop_queued_ = true;
+    current = current_;
+  }
+  wake_.notify_all();
+  if (current) current->abort();
+}
+
 bool republish_worker::finished() const {
   std::lock_guard lock(mutex_);
   return finished_;
@@ -125,6 +137,7 @@ void republish_worker::run() {
     const bool room = was_full_ && queue_.size() < limits_.max_jobs * 3 / 4 && queue_bytes_ < limits_.max_bytes * 3 / 4;
     if (room) was_full_ = false;
     busy_ = true;
+    current_ = j.publisher;
     // Once the link is gone, nobody waits for the first frames of its topics
     // any more: a retired worker must not spend a second per announced topic.
     const bool settle = !retired_;
@@ -132,13 +145,21 @@ void republish_worker::run() {
     if (room && on_room_) on_room_();
     bool failed = false;
     if (j.frame.empty()) {
-      if (settle) j.publisher->wait_for_subscribers(j.subscribers, j.wait);
+      // In short slices, so that a worker retired meanwhile stops waiting.
+      const auto until = std::chrono::steady_clock::now() + j.wait;
+      const auto retired = [&] {
+        std::lock_guard retired_lock(mutex_);
+        return retired_;
+      };
+      while (settle && !j.publisher->wait_for_subscribers(j.subscribers, std::chrono::milliseconds(10)) &&
+             std::chrono::steady_clock::now() < until && !retired()) {
+      }
     } else {
       frame_view frame;
       // Checked on the io thread already; a second decode here is cheap and
       // keeps the job to one owned string.
       const bool decoded = !decode_frame(j.frame, frame);
-      failed = !decoded || j.publisher->publish_forwarded(frame.header, frame.payload);
+      failed = !decoded || (j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload));
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
       // Passed on as it came (origin, publisher id and sequence kept, so the
       // next bridges recognise copies), one hop more, whatever became of the
@@ -155,6 +176,7 @@ void republish_worker::run() {
     j.onward.clear();
     lock.lock();
     busy_ = false;
+    current_.reset();
     // The link is gone and a local subscriber is stuck: waiting out the
     // timeout for every frame left would keep this thread for minutes.
     if (failed && retired_) drop_queued_ = true;

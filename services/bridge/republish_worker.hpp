@@ -50,6 +50,7 @@ class republish_worker {
               std::chrono::milliseconds wait);
   // One encoded ipcbus.Frame (already checked to decode) to republish, then
   // to pass on to `onward` links as `onward_info` (transit), one hop more.
+  // A null `publisher`: only passed on (the local subscribers had it already).
   // Passing on may wait for room in a link's queue (reliable topics): here,
   // not on the io thread, and a full worker then stops its own link's reading.
   void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
@@ -62,6 +63,12 @@ class republish_worker {
   // then ends. With `drop_queued`, what is queued is dropped and counted instead.
   void retire(std::vector<std::shared_ptr<detail::publisher_core>> publishers, std::chrono::milliseconds drain,
               bool drop_queued);
+  // The bridge is stopping: as retire() dropping what is queued, and a
+  // republish in progress is cut short (its publisher's endpoint closes, so
+  // a wait for room in a slow local subscriber's queue ends now, not after
+  // the topic's publish_timeout; that frame counts as dropped). The thread
+  // then closes its publishers without draining and ends.
+  void abort();
   // Nothing queued and no republish in progress.
   bool idle() const;
   // The thread has ended (after retire): join() will not wait.
@@ -88,6 +95,7 @@ class republish_worker {
   std::deque<job> queue_;
   std::size_t queue_bytes_ = 0;
   bool busy_ = false;         // a job is being done
+  std::shared_ptr<detail::publisher_core> current_;  // its publisher, for abort()
   bool was_full_ = false;     // on_room is owed once there is room again
   bool retired_ = false;
   bool drop_queued_ = false;

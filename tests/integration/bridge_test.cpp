@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <atomic>
 #include <map>
@@ -310,6 +311,66 @@ BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_m
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keeps_its_link) {
+  // b's subscriber stops taking anything for several link timeouts: b's
+  // bridge stops reading from a, and a's writes make no progress for that
+  // long. b still answers (pings), so a must keep the link: nothing is lost.
+  const std::string rules = "topics: [ { match: \"pause/#\", publish_timeout_ms: 60000 } ]\n";
+  site a("a"), b("b");
+  for (site* s : {&a, &b}) {
+    s->config = s->domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+    s->bus = std::make_unique<ipcbus::Bus>(s->domain.options(rules));
+  }
+  const std::vector<std::string> quick{"--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+  a.start_bridge({}, quick);
+  b.start_bridge({a.port}, quick);
+  std::atomic<bool> hold{false};
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("pause/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    while (hold) std::this_thread::sleep_for(1ms);
+  });
+  auto pub = a.bus->advertise<Sample>("pause/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  hold = true;
+  std::atomic<bool> stop{false};
+  std::uint64_t published = 0;
+  std::thread publisher([&] {
+    while (!stop && published < probe_base - 1) pub.publish(ipcbus::test::make_sample(++published, 64 * 1024));
+  });
+  // Everything between the two buses is full once a's queue for the link
+  // holds megabytes; from then on a's writes stall until b's subscriber goes on.
+  const bool stalled = eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && st->links(0).queued_bytes() >= 4u << 20;
+  }, 20s);
+  std::this_thread::sleep_for(3s);
+  stop = true;
+  hold = false;
+  publisher.join();
+  BOOST_REQUIRE_MESSAGE(stalled, status_text(a));
+  const bool all = eventually([&] {
+    for (std::uint64_t i = 1; i <= published; ++i)
+      if (at_b.count(i) == 0) return false;
+    return true;
+  }, 20s);
+  BOOST_TEST(all, status_text(a) << '\n' << status_text(b));
+  for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) == 1, "index " << i);
+  for (site* s : {&a, &b}) {
+    BOOST_TEST(eventually([&] {
+      const auto st = s->status();
+      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= published;
+    }, 5s), status_text(*s));
+    const auto st = s->status();
+    BOOST_REQUIRE(st && st->links_size() == 1);
+    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
+    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
+    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
+    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {
   site a("a"), b("b");
   a.start_bridge({});
@@ -412,6 +473,39 @@ BOOST_AUTO_TEST_CASE(a_peer_that_never_closes_holds_up_sigterm_only_until_the_dr
   a.bridge->signal(SIGTERM);  // the second one: no more waiting
   BOOST_TEST(exited_cleanly(*a.bridge, 5s));
   b.bridge->signal(SIGCONT);
+}
+
+BOOST_AUTO_TEST_CASE(stopping_does_not_wait_out_a_republish_held_up_by_a_slow_subscriber) {
+  // b's subscriber takes nothing, and b republishes the topic reliably with
+  // 30 s to wait for room: after SIGTERM and --drain-ms, b must stop now.
+  const std::string rules = "topics: [ { match: \"held/#\", publish_timeout_ms: 30000 } ]\n";
+  site a("a"), b("b");
+  b.config = b.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.start_bridge({});
+  b.start_bridge({a.port}, {"--drain-ms", "500"});
+  std::atomic<bool> hold{false};
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("held/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    while (hold) std::this_thread::sleep_for(1ms);
+  });
+  auto pub = a.bus->advertise<Sample>("held/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  hold = true;
+  // Far more than the subscriber's queue and socket hold: b's republisher
+  // waits for room, with more frames behind it.
+  for (std::uint64_t i = 1; i <= 300; ++i) pub.publish(ipcbus::test::make_sample(i, 16 * 1024));
+  std::this_thread::sleep_for(1s);
+  const auto start = std::chrono::steady_clock::now();
+  b.bridge->signal(SIGTERM);
+  const int status = b.bridge->wait(20s);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  hold = false;
+  BOOST_TEST(status != -1, "still running 20 s after SIGTERM");
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "exit status " << status);
+  // The drain (500 ms) and a moment to close; not the 30 s a republish may wait.
+  BOOST_TEST(took < 5s, "stopping took " << took.count() << " ms");
 }
 
 BOOST_AUTO_TEST_CASE(sighup_reloads_the_exports_and_the_bridge_keeps_running) {
@@ -916,12 +1010,12 @@ std::string ping_bytes() {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_link_timeout) {
+BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_write_stall_limit) {
   site a("a");
   const std::string rules = "topics: [ { match: \"stall/#\", qos: drop_newest } ]\n";
   a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
   a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));  // the test's publisher never waits
-  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000"});
+  a.start_bridge({}, {"--heartbeat-ms", "200", "--link-timeout-ms", "1000", "--write-stall-ms", "1500"});
   raw_peer p(a.port);
   raw_link_up(p);
   p.send(delimited(interest_in({"stall/#"})));
@@ -942,6 +1036,87 @@ BOOST_AUTO_TEST_CASE(a_peer_that_takes_in_nothing_is_given_up_after_the_link_tim
     return given_up();
   }, 20s), status_text(a));
   BOOST_TEST(a.links_up() == 0u, status_text(a));
+}
+
+namespace {
+
+// One frame of `index` as its origin publisher sent it, `hops` bridges ago:
+// the Frame without its length prefix, as data records carry it.
+std::string forwarded_frame(std::uint64_t sequence, std::uint32_t hops, std::uint64_t index) {
+  const std::string payload = ipcbus::test::make_sample(index, 16).SerializeAsString();
+  ipcbus::frame_header h;
+  h.sequence = sequence;
+  h.publisher_id = 77;
+  h.publish_time_ns = 1;
+  h.origin_host = 0x5555;  // a bus none of the bridges is
+  h.hop_count = hops;
+  h.payload_type = Sample::descriptor()->full_name();
+  std::string out(ipcbus::delimited_frame_size(h, payload.size()), '\0');
+  ipcbus::encode_delimited_frame_to(out.data(), h, payload.size(), [&](char* to, std::size_t n) {
+    std::memcpy(to, payload.data(), n);
+    return true;
+  });
+  std::uint32_t length = 0;
+  std::size_t prefix = 0;
+  ipcbus::read_length_prefix(out, length, prefix);
+  return out.substr(prefix);
+}
+
+std::string data_bytes(std::uint32_t topic_id, std::string frame) {
+  ipcbus::BridgeRecord r;
+  r.mutable_data()->set_topic_id(topic_id);
+  r.mutable_data()->set_frame(std::move(frame));
+  return delimited(r);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_copy_that_comes_the_short_way_after_the_long_way_still_reaches_the_bus_beyond) {
+  // raw ═ x ═ y, a hop limit of 2. The raw peer plays two paths into x: each
+  // frame first comes the long way (one bridge crossed already: x may
+  // republish it, but not pass it on), then the short way (none crossed). x
+  // delivers it once; the short copy still has a hop left and must go on to y.
+  site x("x"), y("y");
+  x.start_bridge({}, {"--max-hops", "2"});
+  y.start_bridge({x.port}, {"--max-hops", "2"});
+  tally at_x, at_y;
+  auto sx = x.bus->subscribe<Sample>("short/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_x.add(s, i); });
+  auto sy = y.bus->subscribe<Sample>("short/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_y.add(s, i); });
+  BOOST_REQUIRE(eventually([&] { return x.links_up() == 1; }, 10s));
+  raw_peer p(x.port);
+  raw_link_up(p);
+  ipcbus::BridgeRecord t;
+  t.mutable_topic()->set_id(1);
+  t.mutable_topic()->set_topic("short/x");
+  t.mutable_topic()->set_type_name(Sample::descriptor()->full_name());
+  Sample::descriptor()->file()->CopyTo(t.mutable_topic()->mutable_descriptors()->add_file());
+  p.send(delimited(t));
+  // Probes the short way until y has one: x passes the topic on to y by then.
+  std::uint64_t sequence = 0;
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    ++sequence;
+    p.send(ping_bytes() + data_bytes(1, forwarded_frame(sequence, 0, probe_base + sequence)));
+    std::this_thread::sleep_for(20ms);
+    return at_y.has_any_at_or_above(probe_base);
+  }, 20s), status_text(x));
+  for (std::uint64_t i = 1; i <= 50; ++i) {
+    ++sequence;
+    p.send(data_bytes(1, forwarded_frame(sequence, 1, i)) + data_bytes(1, forwarded_frame(sequence, 0, i)));
+  }
+  const auto all_of = [&](tally& t) {
+    for (std::uint64_t i = 1; i <= 50; ++i)
+      if (t.count(i) == 0) return false;
+    return true;
+  };
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());  // a raw peer must keep the link alive itself
+    return all_of(at_x) && all_of(at_y);
+  }, 10s), status_text(x) << '\n' << status_text(y));
+  std::this_thread::sleep_for(300ms);  // time for any copy too many to arrive
+  for (std::uint64_t i = 1; i <= 50; ++i) {
+    BOOST_TEST(at_x.count(i) == 1, "index " << i);
+    BOOST_TEST(at_y.count(i) == 1, "index " << i);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {

@@ -172,6 +172,34 @@ BOOST_AUTO_TEST_CASE(the_duplicate_filter_passes_each_frame_once_in_any_order_wi
   BOOST_TEST(!f.first_time(1, 7, far - 1));
 }
 
+// With a hop limit shorter than a cycle, the copy that came the long way may
+// come first: one that comes later by fewer hops is passed on (not delivered again).
+BOOST_AUTO_TEST_CASE(the_duplicate_filter_passes_on_a_later_copy_that_came_by_fewer_hops) {
+  using verdict = ipcbus::bridge::duplicate_filter::verdict;
+  constexpr auto window = ipcbus::bridge::duplicate_filter::window;
+  ipcbus::bridge::duplicate_filter f;
+  BOOST_TEST((f.offer(1, 7, 10, 3) == verdict::first));  // the long way first
+  BOOST_TEST((f.offer(1, 7, 10, 3) == verdict::copy));
+  BOOST_TEST((f.offer(1, 7, 10, 4) == verdict::copy));
+  BOOST_TEST((f.offer(1, 7, 10, 1) == verdict::fewer_hops));  // the short way
+  BOOST_TEST((f.offer(1, 7, 10, 1) == verdict::copy));        // it is the fewest now
+  BOOST_TEST((f.offer(1, 7, 10, 2) == verdict::copy));
+  BOOST_TEST((f.offer(1, 7, 10, 0) == verdict::fewer_hops));
+  // Per sequence: 11 has a count of its own.
+  BOOST_TEST((f.offer(1, 7, 11, 2) == verdict::first));
+  BOOST_TEST((f.offer(1, 7, 11, 2) == verdict::copy));
+  // 10 + window takes 10's place as the window moves on; 11 is still in it.
+  BOOST_TEST((f.offer(1, 7, 10 + window, 5) == verdict::first));
+  BOOST_TEST((f.offer(1, 7, 10 + window, 4) == verdict::fewer_hops));
+  BOOST_TEST((f.offer(1, 7, 10, 0) == verdict::copy));  // older than the window
+  BOOST_TEST((f.offer(1, 7, 11, 1) == verdict::fewer_hops));
+  BOOST_TEST((f.offer(1, 7, 12, 9) == verdict::first));  // its place was cleared for it
+  // Hop counts beyond what a mark holds count as the largest it holds.
+  BOOST_TEST((f.offer(1, 7, 13, 1000) == verdict::first));
+  BOOST_TEST((f.offer(1, 7, 13, 300) == verdict::copy));
+  BOOST_TEST((f.offer(1, 7, 13, 253) == verdict::fewer_hops));
+}
+
 BOOST_AUTO_TEST_CASE(the_duplicate_filter_tracks_a_bounded_number_of_origins_forgetting_the_oldest) {
   ipcbus::bridge::duplicate_filter f(3);
   BOOST_TEST(f.first_time(1, 1, 1));

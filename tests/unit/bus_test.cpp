@@ -4,10 +4,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <thread>
 #include <vector>
 
+#include "ipcbus/detail/publisher_core.hpp"
 #include "ipcbus/registry.hpp"
 
 #include "test_support.hpp"
@@ -184,4 +186,48 @@ BOOST_AUTO_TEST_CASE(reload_config_of_a_bus_not_built_from_a_file_is_invalid_arg
   bus.shutdown();
   bus.reload_config(ec);
   BOOST_TEST(ec == ipcbus::errc::closed);
+}
+
+// What ipcbus-bridge stops with: a publish waiting for room in a full
+// subscriber queue fails with `closed` as soon as another thread aborts the
+// publisher, not after its publish_timeout.
+BOOST_AUTO_TEST_CASE(abort_ends_a_publish_waiting_for_room_at_once_with_closed) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { depth: 1, publish_timeout_ms: 30000 }\n"));
+  std::atomic<bool> hold{true};
+  auto sub = bus.subscribe<Sample>("held/x", [&](const Sample&, const ipcbus::MessageInfo&) {
+    while (hold) std::this_thread::sleep_for(1ms);
+  });
+  std::error_code ec;
+  const auto* type = Sample::descriptor();
+  auto core = ipcbus::detail::publisher_core::create(bus.state(), "held/x", type->full_name(), type, ec);
+  BOOST_REQUIRE(!ec);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (core->subscriber_count() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  BOOST_REQUIRE(core->subscriber_count() == 1u);
+  const std::string payload = ipcbus::test::make_sample(1, 64 * 1024).SerializeAsString();
+  std::error_code failed;
+  std::atomic<bool> done{false};
+  std::thread publisher([&] {
+    // Far more than the subscriber's queue and socket take while it is held.
+    for (int i = 0; i < 1000 && !failed; ++i)
+      failed = core->publish(payload.size(), [&](char* out, std::size_t n) {
+        std::memcpy(out, payload.data(), n);
+        return true;
+      });
+    done = true;
+  });
+  std::this_thread::sleep_for(500ms);  // the publisher is waiting for room by now
+  BOOST_TEST(!done);
+  const auto start = std::chrono::steady_clock::now();
+  core->abort();
+  while (!done && std::chrono::steady_clock::now() - start < 10s) std::this_thread::sleep_for(1ms);
+  const auto took = std::chrono::steady_clock::now() - start;
+  hold = false;
+  publisher.join();
+  BOOST_TEST(failed == ipcbus::errc::closed, failed.message());
+  BOOST_TEST(std::chrono::duration_cast<std::chrono::milliseconds>(took).count() < 2000);
+  core->close(0ms);
+  bus.shutdown();
 }

@@ -51,6 +51,12 @@ class publisher_core {
   bool wait_for_subscribers(std::size_t n, std::chrono::milliseconds timeout) const;
   // Drains queued frames for up to `drain`, then closes the endpoint and unregisters.
   void close(std::chrono::milliseconds drain);
+  // Closes the endpoint at once, without waiting for a publish in progress on
+  // another thread: one waiting for room in a full subscriber queue fails with
+  // `closed` within the transport's wait slice instead of after
+  // publish_timeout, and so does every later one. close() still has to follow
+  // (it unregisters). Any thread; blocks only on the endpoint's own lock.
+  void abort();
 
   const std::string& topic() const { return topic_; }
   std::uint64_t id() const { return id_; }
@@ -90,6 +96,9 @@ class publisher_core {
   std::unique_ptr<stats_block> stats_;
 
   std::mutex publish_mutex_;
+  // abort() closes the endpoint without publish_mutex_: this keeps it from
+  // doing so at the same time as close().
+  std::mutex endpoint_close_mutex_;
   std::uint64_t next_sequence_ = 1;
   open_frame frame_;
   bool loan_out_ = false;

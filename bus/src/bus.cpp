@@ -59,7 +59,7 @@ void bus_state::spin_until_idle() {
   // at, up to this many times: a round reads the clock (the spin budget, the
   // io poll; a link's poll checks its publisher's liveness) and takes several
   // times longer than a glance at a ring's tail, which is all that noticing
-  // the next frame needs. (The clock costs ~70 ns on a VM with kvm-clock.)
+  // the next frame needs. (The clock costs 28-85 ns on a VM with kvm-clock.)
   constexpr unsigned glances_per_round = 16;
   clock::time_point idle_since{};
   clock::time_point last_io_poll = clock::now();

@@ -3,8 +3,8 @@
 // is slow.
 //
 // Why: on virtual machines the vDSO clock goes through the hypervisor's clock
-// page (kvm-clock): about 55 ns more than reading the TSC on the development
-// VM, paid once per publish, a tenth of a shared-memory hop. Where the CPU
+// page (kvm-clock): 28-85 ns on the development VM depending on its load,
+// against 11-16 ns for this clock, paid once per publish. Where the CPU
 // says its TSC runs at a constant rate in every state (constant_tsc and
 // nonstop_tsc) and the kernel itself keeps time with it (clocksource tsc or
 // kvm-clock), each thread reads the real clock about once a millisecond and

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <initializer_list>
 #include <optional>
 #include <thread>
 
@@ -144,6 +145,24 @@ void send_and_expect(ipcbus::Publisher<Sample>& pub, std::vector<tally*> tallies
 std::string status_text(const site& s) {
   const auto st = s.status();
   return st ? st->ShortDebugString() : "(no bridge entry)";
+}
+
+// Both sites' single link carried at least `frames` and never faltered: still
+// up, no reconnect, no error, nothing dropped. (Status rows are rewritten about
+// once a second: waits for one written after the traffic.)
+void expect_steady_link(std::initializer_list<site*> sites, std::uint64_t frames) {
+  for (site* s : sites) {
+    BOOST_TEST(eventually([&] {
+      const auto st = s->status();
+      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= frames;
+    }, 5s), status_text(*s));
+    const auto st = s->status();
+    BOOST_REQUIRE(st && st->links_size() == 1);
+    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
+    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
+    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
+    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
+  }
 }
 
 }  // namespace
@@ -296,19 +315,7 @@ BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_m
   send_and_expect(pub, {&at_b}, 1, 1501);
   slow = false;
   for (std::uint64_t i = 1; i < 1501; ++i) BOOST_TEST(at_b.count(i) == 1, "index " << i);
-  // Status rows are rewritten about once a second: wait for one written after the burst.
-  for (site* s : {&a, &b}) {
-    BOOST_TEST(eventually([&] {
-      const auto st = s->status();
-      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= 1500u;
-    }, 5s), status_text(*s));
-    const auto st = s->status();
-    BOOST_REQUIRE(st && st->links_size() == 1);
-    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
-    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
-    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
-    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
-  }
+  expect_steady_link({&a, &b}, 1500);
 }
 
 BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keeps_its_link) {
@@ -357,18 +364,7 @@ BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keep
   }, 20s);
   BOOST_TEST(all, status_text(a) << '\n' << status_text(b));
   for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) == 1, "index " << i);
-  for (site* s : {&a, &b}) {
-    BOOST_TEST(eventually([&] {
-      const auto st = s->status();
-      return st && st->links_size() == 1 && st->links(0).received() + st->links(0).sent() >= published;
-    }, 5s), status_text(*s));
-    const auto st = s->status();
-    BOOST_REQUIRE(st && st->links_size() == 1);
-    BOOST_TEST(st->links(0).state() == "up", status_text(*s));
-    BOOST_TEST(st->links(0).reconnects() == 0u, status_text(*s));
-    BOOST_TEST(st->links(0).last_error().empty(), status_text(*s));
-    BOOST_TEST(st->links(0).dropped() == 0u, status_text(*s));
-  }
+  expect_steady_link({&a, &b}, published);
 }
 
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {

@@ -238,8 +238,33 @@ std::vector<participant_record> list_participants(const fs::path& dir, bool incl
   return out;
 }
 
+namespace {
+
+// make_directory's temporary for the domain directory itself,
+// ".<domain>.<pid>.tmp" beside it: left behind, empty, by a process killed
+// between its mkdir and its rename. rmdir takes only an empty one.
+void reclaim_directory_temporaries(const fs::path& dir, std::vector<fs::path>& removed) {
+  const fs::path domain = dir.has_filename() ? dir : dir.parent_path();
+  const std::string prefix = "." + domain.filename().string() + ".";
+  const std::string suffix = ".tmp";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(domain.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with(prefix) || !name.ends_with(suffix) || name.size() <= prefix.size() + suffix.size()) continue;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size() - suffix.size();
+    std::uint32_t pid = 0;
+    const auto [end, parse_ec] = std::from_chars(first, last, pid);
+    if (parse_ec != std::errc() || end != last || pid == 0 || !process_gone(pid)) continue;
+    if (::rmdir(e.path().c_str()) == 0) removed.push_back(e.path());
+  }
+}
+
+}  // namespace
+
 std::vector<fs::path> reclaim_stale(const fs::path& dir) {
   std::vector<fs::path> removed;
+  reclaim_directory_temporaries(dir, removed);
   std::error_code ec;
   std::vector<fs::path> stale_entries;
   for (const auto& e : fs::directory_iterator(dir, ec)) {

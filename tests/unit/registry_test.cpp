@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -178,6 +179,27 @@ BOOST_AUTO_TEST_CASE(the_temporary_of_a_process_that_is_gone_is_reclaimed_at_onc
   BOOST_TEST(!fs::exists(tmp));
   BOOST_TEST(ipcbus::process_gone(2147483646u));
   BOOST_TEST(!ipcbus::process_gone(static_cast<std::uint32_t>(::getpid())));
+}
+
+// Creating the domain directory goes through ".<domain>.<pid>.tmp" beside it
+// (access.cpp, make_directory): a process killed in between leaves it there.
+BOOST_AUTO_TEST_CASE(the_domain_directory_temporary_of_a_process_that_is_gone_is_reclaimed) {
+  scratch_domain d;
+  const auto dir = make_domain_dir(d);
+  const std::string base = "." + dir.filename().string() + ".";
+  const fs::path dead = dir.parent_path() / (base + "2147483646.tmp");  // far above any pid_max in use
+  const fs::path live = dir.parent_path() / (base + std::to_string(::getpid()) + ".tmp");
+  const fs::path in_use = dir.parent_path() / (base + "2147483645.tmp");  // not empty: not ours to judge
+  const fs::path other = dir.parent_path() / ".another-domain.2147483646.tmp";
+  for (const auto& p : {dead, live, in_use, other}) fs::create_directory(p);
+  std::ofstream(in_use / "file") << "x";
+  const auto removed = ipcbus::reclaim_stale(dir);
+  BOOST_TEST(!fs::exists(dead));
+  BOOST_TEST((std::find(removed.begin(), removed.end(), dead) != removed.end()));
+  BOOST_TEST(fs::exists(live));
+  BOOST_TEST(fs::exists(in_use));
+  BOOST_TEST(fs::exists(other));
+  for (const auto& p : {live, in_use, other}) fs::remove_all(p);
 }
 
 // A reclaim tests a registering participant's temporary for staleness with a

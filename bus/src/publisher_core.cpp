@@ -18,12 +18,6 @@ namespace {
 // Frames up to this size are kept for reuse by the next publish.
 constexpr std::size_t max_spare_frame = 64 * 1024;
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // The type's file and all it imports, dependencies first, so that a reader can
 // build a DescriptorPool from the set in order.
 void add_file(const google::protobuf::FileDescriptor* file, std::set<std::string>& seen,
@@ -96,7 +90,7 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
   info.set_depth(core->settings_.depth);
   info.set_history(core->settings_.history);
   info.set_max_message(core->settings_.max_message);
-  info.set_created_ns(now_ns());
+  info.set_created_ns(wall_clock_ns_exact());
   // The flocked entry first, without an endpoint (subscribers skip it): every
   // <id>.* file the stats block and the transport create after it is then
   // reclaimed with it, should this process die before it is done.

@@ -138,21 +138,20 @@ void republish_worker::run() {
     if (room) was_full_ = false;
     busy_ = true;
     current_ = j.publisher;
-    // Once the link is gone, nobody waits for the first frames of its topics
-    // any more: a retired worker must not spend a second per announced topic.
-    const bool settle = !retired_;
     lock.unlock();
     if (room && on_room_) on_room_();
     bool failed = false;
     if (j.frame.empty()) {
-      // In short slices, so that a worker retired meanwhile stops waiting.
+      // Once the link is gone nobody waits for the first frames of its topics
+      // any more: in short slices, so that a worker retired before or during
+      // the wait does not spend a second per announced topic.
       const auto until = std::chrono::steady_clock::now() + j.wait;
       const auto retired = [&] {
         std::lock_guard retired_lock(mutex_);
         return retired_;
       };
-      while (settle && !j.publisher->wait_for_subscribers(j.subscribers, std::chrono::milliseconds(10)) &&
-             std::chrono::steady_clock::now() < until && !retired()) {
+      while (!retired() && !j.publisher->wait_for_subscribers(j.subscribers, std::chrono::milliseconds(10)) &&
+             std::chrono::steady_clock::now() < until) {
       }
     } else {
       frame_view frame;

@@ -190,10 +190,12 @@ int subscribe(int argc, char** argv) {
   std::vector<int> hogged;
   while (!page->quit) {
     mirror();
-    if (page->hog && hogged.empty()) {
+    if (page->hog) {
+      // Again every turn: a descriptor the io thread held when the hog began
+      // (an entry being read by a rescan) is free again once it is done.
       for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hogged.push_back(fd);
       page->hogging = static_cast<std::uint32_t>(hogged.size());
-    } else if (!page->hog && !hogged.empty()) {
+    } else if (!hogged.empty()) {
       for (const int fd : hogged) ::close(fd);
       hogged.clear();
       page->hogging = 0;

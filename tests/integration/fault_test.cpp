@@ -638,6 +638,8 @@ BOOST_DATA_TEST_CASE(a_subscriber_out_of_a_resource_keeps_its_links_and_attaches
   if (what == "nofile") {
     page.hog = 1;
     BOOST_REQUIRE(eventually([&] { return page.hogging.load() > 0; }));
+    // A few of the hog's turns: it also takes what a rescan in progress held.
+    std::this_thread::sleep_for(100ms);
   }
 
   auto res = bus.advertise<Sample>("res/x");

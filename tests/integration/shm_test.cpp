@@ -613,13 +613,17 @@ BOOST_AUTO_TEST_CASE(large_frames_reuse_a_bounded_set_of_side_segments) {
   }
   BOOST_REQUIRE(eventually([&] { return got.load() == total; }));
   BOOST_TEST(torn.load() == 0);
-  // At most depth in flight (+1 being read) plus a pool of at most 8.
+  // At most depth in flight (+1 being read) plus a pool of at most max(8, depth + 1).
   BOOST_TEST_MESSAGE(total << " messages: " << names.size() << " side segments, at most " << most
                            << " at once, " << mapped.size() << " mapped by the subscriber");
-  BOOST_TEST(most <= 8u + 1u + 8u);
-  BOOST_TEST(names.size() <= 17u, names.size() << " side segments for " << total << " messages");
+  BOOST_TEST(most <= 8u + 1u + 9u);
+  // The pool keeps all depth + 1 a subscriber can fall behind by: a subscriber
+  // that lags by the whole depth and catches up, again and again, does not
+  // make new ones each time (depth + 1, and one spare for a reader's cursor
+  // that sat on a pooled segment's record when it was wanted).
+  BOOST_TEST(names.size() <= 8u + 1u + 1u, names.size() << " side segments for " << total << " messages");
   std::lock_guard l(m);
-  BOOST_TEST(mapped.size() <= 17u, mapped.size() << " mappings for " << total << " messages");
+  BOOST_TEST(mapped.size() <= 8u + 1u + 1u, mapped.size() << " mappings for " << total << " messages");
   for (const auto& f : mapped) BOOST_TEST(f.starts_with("/dev/shm/ipcbus-"), f);
 }
 

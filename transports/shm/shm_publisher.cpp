@@ -28,9 +28,12 @@ constexpr auto idle_eviction_interval = std::chrono::milliseconds(500);
 constexpr auto max_sleep = std::chrono::milliseconds(10);
 // How long a drop_oldest publisher spares a subscriber's first frame.
 constexpr auto newcomer_grace = std::chrono::seconds(1);
-// Released side segments kept for reuse: at most this many, together at most
-// pool_budget() bytes, each for at most pool_idle_time unused.
-constexpr std::size_t pool_max_segments = 8;
+// Released side segments kept for reuse: at most this many (or depth + 1, if
+// more), together at most pool_budget() bytes, each for at most pool_idle_time
+// unused. Fewer than depth + 1 would churn: a subscriber that falls behind by
+// the whole depth and then catches up releases more than the pool keeps, and
+// the next such run creates them again.
+constexpr std::size_t pool_min_segments = 8;
 // Largest frame a brief reservation (frame_slot::brief) holds the lock for.
 constexpr std::size_t max_brief_hold = 64 * 1024;
 constexpr auto pool_idle_time = std::chrono::seconds(2);
@@ -363,13 +366,14 @@ bool ring_publisher::reader_at(std::uint64_t pos, std::uint64_t end) const {
 
 // A side segment nobody needs any more: marked free, then pooled for reuse,
 // or unlinked when the pool is full. The pool drops its oldest releases first
-// to stay within pool_max_segments and pool_budget(); a single segment is
+// to stay within the pool's count and pool_budget(); a single segment is
 // kept whatever its size.
 void ring_publisher::release_blob(side_segment seg, std::uint64_t pos, std::uint64_t end) {
   seg.header()->use.store(0);  // seq_cst: before any later reader_at scan
   pool_bytes_ += seg.map.size();
   pool_.push_back({std::move(seg), pos, end, clock::now()});
-  while (pool_.size() > 1 && (pool_.size() > pool_max_segments || pool_bytes_ > pool_budget())) {
+  const std::size_t most = std::max<std::size_t>(pool_min_segments, std::size_t{options_.settings.depth} + 1);
+  while (pool_.size() > 1 && (pool_.size() > most || pool_bytes_ > pool_budget())) {
     pool_bytes_ -= pool_.front().seg.map.size();
     unlink_blob(pool_.front().seg);
     pool_.erase(pool_.begin());

@@ -20,7 +20,11 @@ constexpr std::uint64_t max_prefix = 5;         // a varint32 length prefix
 // lets the io thread do something else.
 constexpr int max_attempts = 64;
 constexpr auto owner_check_interval = std::chrono::milliseconds(200);
-constexpr std::size_t max_cached_blobs = 8;
+// The byte budget (blob_pool_budget) is what bounds the cache; the count only
+// keeps the scan short. It must exceed what a publisher keeps in rotation
+// (depth + 1 segments, shm_publisher.cpp): a least-recently-used cache smaller
+// than a cyclic working set misses on every frame.
+constexpr std::size_t max_cached_blobs = 64;
 
 std::error_code malformed() { return make_error_code(errc::malformed_frame); }
 }  // namespace

@@ -222,6 +222,34 @@ std::error_code decode_frame(std::string_view bytes, frame_view& out) {
   return {};
 }
 
+char* encode_local_frame_header(char* out, const frame_header& h, std::size_t payload_size) {
+  const local_frame_prefix prefix{h.sequence,  h.publisher_id, h.publish_time_ns,
+                                  h.origin_host, h.hop_count,  static_cast<std::uint32_t>(h.payload_type.size()),
+                                  payload_size};
+  std::memcpy(out, &prefix, sizeof prefix);
+  out += sizeof prefix;
+  std::memcpy(out, h.payload_type.data(), h.payload_type.size());
+  return out + h.payload_type.size();
+}
+
+std::error_code decode_local_frame(std::string_view bytes, frame_view& out) {
+  local_frame_prefix prefix;
+  if (bytes.size() < sizeof prefix) return make_error_code(errc::malformed_frame);
+  std::memcpy(&prefix, bytes.data(), sizeof prefix);
+  const std::size_t rest = bytes.size() - sizeof prefix;
+  if (prefix.type_size > max_local_type_name || prefix.type_size > rest ||
+      prefix.payload_size != rest - prefix.type_size)
+    return make_error_code(errc::malformed_frame);
+  out.header.sequence = prefix.sequence;
+  out.header.publisher_id = prefix.publisher_id;
+  out.header.publish_time_ns = prefix.publish_time_ns;
+  out.header.origin_host = prefix.origin_host;
+  out.header.hop_count = prefix.hop_count;
+  out.header.payload_type = bytes.substr(sizeof prefix, prefix.type_size);
+  out.payload = bytes.substr(sizeof prefix + prefix.type_size);
+  return {};
+}
+
 prefix_status read_length_prefix(std::string_view bytes, std::uint32_t& length,
                                  std::size_t& prefix_bytes) {
   std::uint64_t v = 0;

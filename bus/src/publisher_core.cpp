@@ -176,11 +176,15 @@ std::error_code publisher_core::finish_loan() {
   loan_cv_.notify_one();
   dropped_loan_ = std::string{};  // a dropped loan of up to max_message must not stay allocated
   if (frame_.start) {
-    // The time of publishing, not of loaning; it always encodes to the same
-    // size in practice, and if it ever did not, the loan's time stays.
+    // The time of publishing, not of loaning. A Frame's time always encodes to
+    // the same size in practice, and if it ever did not, the loan's time stays.
     frame_header h = frame_.header;
     h.publish_time_ns = wall_clock_ns();
-    if (delimited_frame_size(h, frame_.payload_size) == delimited_frame_size(frame_.header, frame_.payload_size)) {
+    if (endpoint_->writes_in_place()) {
+      encode_local_frame_header(frame_.start, h, frame_.payload_size);  // same size whatever the time
+      frame_.header = h;
+    } else if (delimited_frame_size(h, frame_.payload_size) ==
+               delimited_frame_size(frame_.header, frame_.payload_size)) {
       encode_delimited_frame_header(frame_.start, h, frame_.payload_size);
       frame_.header = h;
     }
@@ -234,22 +238,21 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
   }
   frame_.header.payload_type = type_name_;
   frame_.payload_size = payload_size;
-  const std::size_t frame_bytes = frame_size(frame_.header, payload_size);
-  const std::size_t size = delimited_size(frame_bytes);
-  if (endpoint_->writes_in_place()) {
-    if (auto ec = endpoint_->reserve(size, next_sequence_, frame_.slot)) {
+  if (endpoint_->writes_in_place()) {  // the local frame layout (frame_codec.hpp)
+    if (auto ec = endpoint_->reserve(local_frame_size(frame_.header, payload_size), next_sequence_, frame_.slot)) {
       mirror_counters();
       return ec;
     }
     frame_.start = frame_.slot.data;
-  } else {
-    frame_.buffer = take_spare_frame();
-    frame_.buffer->sequence = next_sequence_;
-    frame_.buffer->bytes.resize(size);
-    frame_.start = frame_.buffer->bytes.data();
+    payload = frame_.start ? encode_local_frame_header(frame_.start, frame_.header, payload_size) : nullptr;
+    return {};
   }
-  payload = frame_.start ? encode_delimited_frame_header(frame_.start, frame_.header, payload_size, frame_bytes)
-                         : nullptr;
+  const std::size_t frame_bytes = frame_size(frame_.header, payload_size);
+  frame_.buffer = take_spare_frame();
+  frame_.buffer->sequence = next_sequence_;
+  frame_.buffer->bytes.resize(delimited_size(frame_bytes));
+  frame_.start = frame_.buffer->bytes.data();
+  payload = encode_delimited_frame_header(frame_.start, frame_.header, payload_size, frame_bytes);
   return {};
 }
 

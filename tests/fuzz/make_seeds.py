@@ -134,7 +134,7 @@ write("config", "unclosed.yaml", "defaults: { depth: 3\n")
 CAPACITY = 4096
 DATA_OFFSET = 12288           # align_up(sizeof(ring_header) = 8448, 4096)
 RING_MAGIC = 0x31474E4952535049
-VERSION = 4
+VERSION = 5
 SLOTS = 64
 
 
@@ -143,8 +143,13 @@ def record(payload, flags=0, seq=0):
     return rec + b"\x00" * (-len(rec) % 16)
 
 
+def local_frame(seq=0, pub=0, time=0, origin=0, hops=0, ptype=b"", payload=b""):
+    """The local frame layout of the ring (bus/include/ipcbus/frame_codec.hpp)."""
+    return struct.pack("<QQqQIIQ", seq, pub, time, origin, hops, len(ptype), len(payload)) + ptype + payload
+
+
 def frame_record(seq, payload=b"hello"):
-    return record(delimited(frame(seq, 9, 1, ptype=b"demo.Reading", payload=payload)), seq=seq)
+    return record(local_frame(seq, 9, 1, ptype=b"demo.Reading", payload=payload), seq=seq)
 
 
 def structured(qos, max_frame_shift, base, ring, tail=None, intent=0, head=0, released=0, ring_at=0):

@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE frame_codec
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
 #include <random>
 
 #include "ipcbus/frame.pb.h"
@@ -144,4 +145,73 @@ BOOST_AUTO_TEST_CASE(length_prefix_over_five_bytes_or_32_bits_is_malformed) {
   BOOST_TEST((ipcbus::read_length_prefix("\x96\x01", len, prefix) == ipcbus::prefix_status::complete));
   BOOST_TEST(len == 150u);
   BOOST_TEST(prefix == 2u);
+}
+
+// The local layout (the shm ring's): every field comes back, and rewriting
+// the header with another time puts the payload where it was (a loan's bytes
+// are in place before its publish time is known).
+BOOST_AUTO_TEST_CASE(local_frames_round_trip_and_keep_their_size) {
+  ipcbus::frame_header h;
+  h.sequence = 0xFFFFFFFFFFFFFFFFull;
+  h.publisher_id = 0x1234567890ABCDEFull;
+  h.publish_time_ns = -5;
+  h.origin_host = 42;
+  h.hop_count = 3;
+  h.payload_type = "demo.Reading";
+  const std::string payload = "the payload";
+  std::string bytes(ipcbus::local_frame_size(h, payload.size()), '\0');
+  BOOST_TEST(bytes.size() == sizeof(ipcbus::local_frame_prefix) + h.payload_type.size() + payload.size());
+  char* at = ipcbus::encode_local_frame_header(bytes.data(), h, payload.size());
+  BOOST_TEST(at == bytes.data() + bytes.size() - payload.size());
+  std::copy(payload.begin(), payload.end(), at);
+  ipcbus::frame_header later = h;
+  later.publish_time_ns = 1'700'000'000'123'456'789;
+  BOOST_TEST(ipcbus::encode_local_frame_header(bytes.data(), later, payload.size()) == at);
+
+  ipcbus::frame_view v;
+  BOOST_REQUIRE(!ipcbus::decode_local_frame(bytes, v));
+  BOOST_TEST(v.header.sequence == h.sequence);
+  BOOST_TEST(v.header.publisher_id == h.publisher_id);
+  BOOST_TEST(v.header.publish_time_ns == later.publish_time_ns);
+  BOOST_TEST(v.header.origin_host == h.origin_host);
+  BOOST_TEST(v.header.hop_count == h.hop_count);
+  BOOST_TEST(v.header.payload_type == h.payload_type);
+  BOOST_TEST(v.payload == payload);
+}
+
+// A local frame's sizes must add up to exactly the bytes it was given (the
+// record's length): short, long, or a type name past the end is malformed,
+// and no view ever reaches outside the input.
+BOOST_AUTO_TEST_CASE(local_frames_whose_sizes_do_not_add_up_are_malformed) {
+  ipcbus::frame_header h;
+  h.sequence = 7;
+  h.payload_type = "t";
+  std::string bytes(ipcbus::local_frame_size(h, 5), 'p');
+  ipcbus::encode_local_frame_header(bytes.data(), h, 5);
+  ipcbus::frame_view v;
+  BOOST_REQUIRE(!ipcbus::decode_local_frame(bytes, v));
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut)
+    BOOST_TEST(ipcbus::decode_local_frame(std::string_view(bytes).substr(0, cut), v) == ipcbus::errc::malformed_frame);
+  BOOST_TEST(ipcbus::decode_local_frame(bytes + "x", v) == ipcbus::errc::malformed_frame);
+
+  const auto with_sizes = [&](std::uint32_t type_size, std::uint64_t payload_size) {
+    std::string b = bytes;
+    ipcbus::local_frame_prefix p;
+    std::memcpy(&p, b.data(), sizeof p);
+    p.type_size = type_size;
+    p.payload_size = payload_size;
+    std::memcpy(b.data(), &p, sizeof p);
+    return b;
+  };
+  const auto malformed = ipcbus::make_error_code(ipcbus::errc::malformed_frame);
+  BOOST_TEST(ipcbus::decode_local_frame(with_sizes(2, 5), v) == malformed);           // one byte more than there is
+  BOOST_TEST(ipcbus::decode_local_frame(with_sizes(1, 4), v) == malformed);           // one byte left over
+  BOOST_TEST(ipcbus::decode_local_frame(with_sizes(7, 0), v) == malformed);           // a type name past the end
+  BOOST_TEST(ipcbus::decode_local_frame(with_sizes(0xFFFFFFFFu, 5), v) == malformed);
+  BOOST_TEST(ipcbus::decode_local_frame(with_sizes(1, ~std::uint64_t{0}), v) == malformed);
+  // Other splits of the same bytes are frames too; their views stay inside.
+  const std::string other = with_sizes(0, 6);
+  BOOST_REQUIRE(!ipcbus::decode_local_frame(other, v));
+  BOOST_TEST(v.header.payload_type.empty());
+  BOOST_TEST(v.payload.data() + v.payload.size() == other.data() + other.size());
 }

@@ -30,7 +30,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plai
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
 inline constexpr std::uint64_t blob_magic = 0x32424f4c42535049ull;  // "IPSBLOB2"
-inline constexpr std::uint32_t version = 4;
+inline constexpr std::uint32_t version = 5;  // 5: frames in the local layout (frame_codec.hpp)
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is

@@ -15,7 +15,6 @@ namespace ipcbus::transport::shm {
 namespace {
 constexpr std::uint64_t min_ring = 4096;
 constexpr std::uint64_t max_ring = 1ull << 30;  // larger than any ring we make; bounds what we map
-constexpr std::uint64_t max_prefix = 5;         // a varint32 length prefix
 // How many times next() follows a publisher that keeps lapping it before it
 // lets the io thread do something else.
 constexpr int max_attempts = 64;
@@ -187,7 +186,7 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
     if (overrun(c)) return step::lapped;
     return read_blob(c, c + size, ref, out);
   }
-  if (rh.len > options_.max_frame + max_prefix) {
+  if (rh.len > options_.max_frame) {
     if (overrun(c)) return step::lapped;
     return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(rh.len) +
                                                             " bytes exceeds the limit of " +
@@ -224,7 +223,7 @@ ring_reader::step ring_reader::read_record(std::uint64_t c, std::uint64_t t, fra
 // checks `use` again afterwards: a publisher that lapped us may have reused it.
 ring_reader::step ring_reader::read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref,
                                          frame_view& out) {
-  if (ref.size > options_.max_frame + max_prefix) {
+  if (ref.size > options_.max_frame) {
     if (overrun(c)) return step::lapped;
     return fail(make_error_code(errc::message_too_large), "frame of " + std::to_string(ref.size) +
                                                             " bytes exceeds the limit of " +
@@ -297,7 +296,7 @@ std::error_code ring_reader::map_blob(std::uint64_t segment, std::uint64_t size,
   }
   mapped_segment m;
   const open_request req{blob_name(name_, segment), false, need,
-                         layout::max_blob_segment(options_.max_frame + max_prefix), false};
+                         layout::max_blob_segment(options_.max_frame), false};
   if (auto ec = open_segment(req, options_.security, m)) return ec;
   // Room for it. Nothing is held here (next() released the last frame), so
   // any mapping may go: first those of segments the publisher unlinked (it
@@ -321,16 +320,10 @@ std::error_code ring_reader::map_blob(std::uint64_t segment, std::uint64_t size,
   return {};
 }
 
+// A record holds one frame in the local layout (frame_codec.hpp), sized by the
+// record (or the side segment's size): the frame's own sizes must add up to it.
 ring_reader::step ring_reader::decode(std::string_view bytes, frame_view& out) {
-  std::uint32_t length = 0;
-  std::size_t prefix = 0;
-  if (read_length_prefix(bytes, length, prefix) != prefix_status::complete)
-    return fail(malformed(), "bad length prefix");
-  if (length > options_.max_frame)
-    return fail(make_error_code(errc::message_too_large),
-                "frame of " + std::to_string(length) + " bytes exceeds the limit of " + std::to_string(options_.max_frame));
-  if (prefix + length != bytes.size()) return fail(malformed(), "record length does not match its frame");
-  if (decode_frame(bytes.substr(prefix), out)) return fail(malformed(), "undecodable frame");
+  if (decode_local_frame(bytes, out)) return fail(malformed(), "record length does not match its frame");
   return step::delivered;
 }
 

@@ -74,6 +74,40 @@ enum class prefix_status { complete, need_more, malformed };
 prefix_status read_length_prefix(std::string_view bytes, std::uint32_t& length,
                                  std::size_t& prefix_bytes);
 
+// ---- The local frame layout ----------------------------------------------
+// Endpoints that write frames in place (publisher_endpoint::writes_in_place:
+// the shm ring) keep them in memory that only processes of this host read, in
+// a segment whose layout version they check. There the frame is a fixed
+// header in native byte order, then the payload type name, then the payload:
+// the same fields as the Frame, for a few stores and loads instead of varint
+// coding (the Frame costs ~130 instructions to write and ~300 to read).
+// Everything that crosses a descriptor or a host keeps the Frame.
+struct local_frame_prefix {
+  std::uint64_t sequence;
+  std::uint64_t publisher_id;
+  std::int64_t publish_time_ns;
+  std::uint64_t origin_host;
+  std::uint32_t hop_count;
+  std::uint32_t type_size;     // bytes of the payload type name after this prefix
+  std::uint64_t payload_size;  // bytes of payload after the type name: the rest of the frame
+};
+static_assert(sizeof(local_frame_prefix) == 48);
+
+// Longest payload type name a local frame may carry (as the Frame overhead below allows).
+inline constexpr std::size_t max_local_type_name = 1024;
+
+// Bytes of the local frame for this header and payload size.
+inline std::size_t local_frame_size(const frame_header& h, std::size_t payload_size) {
+  return sizeof(local_frame_prefix) + h.payload_type.size() + payload_size;
+}
+// Writes the prefix and the type name at `out` (which holds local_frame_size()
+// bytes) and returns where the payload goes. The size does not depend on the
+// field values: writing it again (a new publish time) returns the same position.
+char* encode_local_frame_header(char* out, const frame_header& h, std::size_t payload_size);
+// Decodes a local frame that fills `bytes` exactly; views point into `bytes`.
+// errc::malformed_frame when the sizes do not add up.
+std::error_code decode_local_frame(std::string_view bytes, frame_view& out);
+
 // Largest length prefix (5 bytes) plus the Frame header overhead for a type name.
 inline constexpr std::size_t max_frame_overhead = 5 + 64 + 2 + 1024;
 

@@ -96,6 +96,8 @@ class publisher_endpoint {
   // time, which may stay open for long (a loan): other calls keep working
   // meanwhile, but the bus makes no send/reserve until it ends. Such endpoints
   // keep their history themselves (endpoint_options::history is not called).
+  // Frames reserved here use the local frame layout (frame_codec.hpp), not
+  // the delimited Frame that send() gets.
   virtual bool writes_in_place() const { return false; }
   // Errors: as send(); invalid_argument when !writes_in_place().
   virtual std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);

@@ -25,7 +25,9 @@ struct child_report {
   std::vector<std::int64_t> samples_ns;  // one-way latencies (ping side)
   std::uint64_t messages = 0;            // messages counted (subscriber side)
   std::int64_t first_ns = 0;             // arrival of the first counted message
-  std::int64_t last_ns = 0;              // arrival of the last counted message
+  // Arrival of the last counted message; for throughput subscribers, of the
+  // end marker right after it (end_ns below).
+  std::int64_t last_ns = 0;
   std::int64_t cpu_ns = 0;               // user + system time of the measured part, all threads
   std::int64_t hwm_kib = 0;              // VmHWM at the end
   std::string error;                     // non-empty: the child failed, and why

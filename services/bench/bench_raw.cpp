@@ -92,28 +92,39 @@ class shared_ring {
     data_ = static_cast<char*>(block_.data()) + sizeof(ring_header);
   }
 
+  // Spinning, each side keeps the last position it saw of the other (this
+  // object is each process's own copy after fork) and reads the other's cache
+  // line again only when that says wait: the classic SPSC ring, the floor a
+  // polling transport can be held to. Sleeping, the flags need seq_cst.
   void write(const char* p, std::size_t n) {
     const auto t = head_->tail.load(std::memory_order_relaxed);
-    wait_until(spin_, head_->space_seq, head_->writer_waiting, [&] { return t - min_cursor() < slots_; });
+    if (t - seen_cursor_ >= slots_)
+      wait_until(spin_, head_->space_seq, head_->writer_waiting,
+                 [&] { return t - (seen_cursor_ = min_cursor()) < slots_; });
     std::memcpy(data_ + (t % slots_) * size_, p, std::min(n, size_));
-    head_->tail.store(t + 1, std::memory_order_seq_cst);
-    if (!spin_) {
-      head_->data_seq.fetch_add(1, std::memory_order_seq_cst);
-      if (head_->readers_waiting.load(std::memory_order_seq_cst)) futex_wake_all(head_->data_seq);
+    if (spin_) {
+      head_->tail.store(t + 1, std::memory_order_release);
+      return;
     }
+    head_->tail.store(t + 1, std::memory_order_seq_cst);
+    head_->data_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (head_->readers_waiting.load(std::memory_order_seq_cst)) futex_wake_all(head_->data_seq);
   }
 
   void read(int reader, char* p, std::size_t n) {
     auto& cursor = head_->cursors[reader].pos;
     const auto c = cursor.load(std::memory_order_relaxed);
-    wait_until(spin_, head_->data_seq, head_->readers_waiting,
-               [&] { return head_->tail.load(std::memory_order_acquire) > c; });
+    if (seen_tail_ <= c)
+      wait_until(spin_, head_->data_seq, head_->readers_waiting,
+                 [&] { return (seen_tail_ = head_->tail.load(std::memory_order_acquire)) > c; });
     std::memcpy(p, data_ + (c % slots_) * size_, std::min(n, size_));
-    cursor.store(c + 1, std::memory_order_seq_cst);
-    if (!spin_) {
-      head_->space_seq.fetch_add(1, std::memory_order_seq_cst);
-      if (head_->writer_waiting.load(std::memory_order_seq_cst)) futex_wake_all(head_->space_seq);
+    if (spin_) {
+      cursor.store(c + 1, std::memory_order_release);
+      return;
     }
+    cursor.store(c + 1, std::memory_order_seq_cst);
+    head_->space_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (head_->writer_waiting.load(std::memory_order_seq_cst)) futex_wake_all(head_->space_seq);
   }
 
  private:
@@ -126,6 +137,8 @@ class shared_ring {
   std::size_t slots_, size_;
   int readers_;
   bool spin_;
+  std::uint64_t seen_cursor_ = 0;  // writer: the slowest cursor when last read
+  std::uint64_t seen_tail_ = 0;    // reader: the tail when last read
   shared_block block_;
   ring_header* head_ = nullptr;
   char* data_ = nullptr;

@@ -295,7 +295,8 @@ class runner {
       if (r.messages != reports[0].messages)
         return specs[i].role + " counted " + std::to_string(r.messages) + " of " +
                std::to_string(reports[0].messages) + " messages";
-      const double mine = static_cast<double>(r.messages - 1) * 1e9 / static_cast<double>(r.last_ns - r.first_ns);
+      // From the first message to the end marker: `messages` arrivals after the first.
+      const double mine = static_cast<double>(r.messages) * 1e9 / static_cast<double>(r.last_ns - r.first_ns);
       rate = i == 1 ? mine : std::min(rate, mine);
     }
     f.msgs_per_s = rate;

@@ -644,7 +644,12 @@ void bridge::on_data(link& l, BridgeData& d) {
   // hops: with a hop limit shorter than the cycle, the first copy may have
   // come the long way and been too far gone to be passed on, while this one
   // can still reach buses further off. It goes on, but is not republished here.
-  const auto seen = seen_.offer(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence, hops);
+  // `lost`: the origin publisher's frames this bus will never get, given up
+  // on just now (duplicate_filter, "Losses"). The republisher skips as many
+  // sequence numbers, so that the subscribers here see the gap a link made.
+  std::uint64_t lost = 0;
+  const auto seen = seen_.offer(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence, hops,
+                                l.peer_bus(), &lost);
   const bool first = seen == duplicate_filter::verdict::first;
   if (!first) ++duplicates_;
   if (seen == duplicate_filter::verdict::copy) return;
@@ -667,7 +672,7 @@ void bridge::on_data(link& l, BridgeData& d) {
   auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
   worker.publish(first ? in.publisher : nullptr, std::move(*d.mutable_frame()), std::move(onward_info),
-                 std::move(onward));
+                 std::move(onward), lost);
   if (worker.full()) l.pause_reading();
 }
 

@@ -294,6 +294,60 @@ BOOST_AUTO_TEST_CASE(a_full_link_queue_drops_by_the_topics_policy_and_counts_eve
   BOOST_TEST(link_dropped() > 0u, status_text(a));
 }
 
+BOOST_AUTO_TEST_CASE(frames_a_link_drops_show_as_a_gap_of_the_same_size_on_the_far_side) {
+  // drop_oldest on the sending bus with a tiny link queue and a frozen
+  // receiving bridge: the link drops. b's republisher numbers the frames
+  // itself, yet b's subscriber must count exactly the frames a's link dropped
+  // as lost, in lost_before and in its `lost` counter. A deep queue on a
+  // keeps a's publisher from dropping for the bridge's subscription itself.
+  const std::string rules = "topics: [ { match: \"g/#\", qos: drop_oldest, depth: 100000 } ]\n";
+  site a("a"), b("b");
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));
+  a.start_bridge({}, {"--queue-bytes", "20000", "--link-timeout-ms", "30000"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  tally at_b;
+  std::atomic<std::uint64_t> lost_before{0}, received{0};
+  auto sub = b.bus->subscribe<Sample>("g/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    lost_before += i.lost_before;
+    if (s.index() < probe_base) ++received;
+  });
+  auto pub = a.bus->advertise<Sample>("g/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  BOOST_REQUIRE_EQUAL(lost_before.load(), 0u);
+  BOOST_REQUIRE(b.bridge->freeze());
+  const auto link_dropped = [&]() -> std::uint64_t {
+    const auto st = a.status();
+    return st && st->links_size() == 1 ? st->links(0).dropped() : 0;
+  };
+  std::uint64_t published = 0;
+  const bool dropped_some = eventually([&] {
+    for (int k = 0; k < 2000 && published < probe_base - 1; ++k) pub.publish(ipcbus::test::make_sample(++published, 1024));
+    std::this_thread::sleep_for(50ms);
+    return link_dropped() > 0;
+  }, 60s);
+  b.bridge->signal(SIGCONT);
+  BOOST_REQUIRE_MESSAGE(dropped_some, status_text(a));
+  // A last frame after the drops, so that the gap has a frame to show on.
+  send_and_expect(pub, {&at_b}, published + 1, published + 2);
+  ++published;
+  BOOST_TEST(pub.counters().dropped == 0u);
+  // a's status row is rewritten about once a second: wait until it shows
+  // every frame either sent or dropped.
+  const bool settled = eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && received.load() + st->links(0).dropped() == published &&
+           received.load() + lost_before.load() == published;
+  }, 20s);
+  BOOST_TEST(settled, "received " << received.load() << ", lost_before " << lost_before.load() << ", link dropped "
+                                  << link_dropped() << ", published " << published);
+  BOOST_TEST(lost_before.load() == link_dropped());
+  BOOST_TEST(sub.counters()->lost.load() == link_dropped());
+  for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) <= 1, "index " << i);
+}
+
 BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_make_the_link_flap) {
   // Short timeouts: a bridge that stops answering for a second loses its link.
   site a("a"), b("b");

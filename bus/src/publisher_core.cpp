@@ -142,9 +142,12 @@ std::error_code publisher_core::publish(std::size_t payload_size, const payload_
   return finish_frame();
 }
 
-std::error_code publisher_core::publish_forwarded(const frame_header& origin, std::string_view payload) {
-  if (payload.size() > settings_.max_message) return make_error_code(errc::message_too_large);
+std::error_code publisher_core::publish_forwarded(const frame_header& origin, std::string_view payload,
+                                                  std::uint64_t skip) {
+  // Skipped even when this frame fails: those frames are lost whatever becomes of it.
   std::unique_lock lock(publish_mutex_);
+  next_sequence_ += skip;
+  if (payload.size() > settings_.max_message) return make_error_code(errc::message_too_large);
   if (auto ec = wait_for_loan(lock)) return ec;
   char* out = nullptr;
   forwarded_ = &origin;

@@ -136,7 +136,7 @@ void subscriber_core::connect_to(const participant_record& pub) {
   entry.info.topic = info.topic();
   entry.info.transport = info.transport();
   entry.info.publisher_id = pid;
-  if (paused_) entry.link->pause();
+  if (links_paused_) entry.link->pause();
   links_.emplace(pid, std::move(entry));
   link_count_.store(links_.size());
   stats_->counters().peers.store(links_.size(), std::memory_order_relaxed);
@@ -239,6 +239,19 @@ void subscriber_core::enqueue(const frame_view& f, MessageInfo info) {
 
 void subscriber_core::set_paused(bool paused) {
   if (paused_.exchange(paused) == paused) return;
+  update_links_paused();
+}
+
+void subscriber_core::set_held(bool held) {
+  if (held_ == held) return;
+  held_ = held;
+  update_links_paused();
+}
+
+void subscriber_core::update_links_paused() {
+  const bool paused = held_ || paused_.load();
+  if (links_paused_ == paused) return;
+  links_paused_ = paused;
   // resume() may deliver buffered frames at once, and a bad one closes its link,
   // which erases it from links_: walk a copy of the ids, not the map.
   std::vector<std::uint64_t> ids;
@@ -249,6 +262,22 @@ void subscriber_core::set_paused(bool paused) {
     if (paused) it->second.link->pause();
     else it->second.link->resume();
   }
+}
+
+void subscriber_core::pause() {
+  // On the io thread at once: the caller (a callback) relies on no further
+  // frame arriving after this one.
+  if (bus_->io->get_executor().running_in_this_thread()) return set_held(true);
+  boost::asio::post(*bus_->io, [weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->set_held(true);
+  });
+}
+
+void subscriber_core::resume() {
+  if (bus_->io->get_executor().running_in_this_thread()) return set_held(false);
+  boost::asio::post(*bus_->io, [weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->set_held(false);
+  });
 }
 
 bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::milliseconds timeout,

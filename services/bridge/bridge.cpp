@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <set>
 
 #include <boost/asio/post.hpp>
 #include <google/protobuf/descriptor.h>
 
+#include "ipcbus/frame_codec.hpp"
 #include "ipcbus/log.hpp"
 #include "ipcbus/topic.hpp"
 
@@ -223,7 +225,11 @@ std::int64_t steady_ns() {
 void bridge::check_taken_in() {
   if (stopped_) return;
   std::int64_t last = 0;
-  for (const auto& [topic, r] : routes_) last = std::max(last, r->last_frame_ns.load(std::memory_order_relaxed));
+  for (const auto& [topic, r] : routes_) {
+    last = std::max(last, r->last_frame_ns.load(std::memory_order_relaxed));
+    // Frames held for a full link are not taken in yet: they go out when it has room.
+    if (r->held_count.load() > 0) last = steady_ns();
+  }
   const auto quiet_since = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(last));
   const auto now = std::chrono::steady_clock::now();
   if (now - quiet_since >= local_quiet || now >= take_in_deadline_) return finish_links();
@@ -638,7 +644,12 @@ void bridge::on_data(link& l, BridgeData& d) {
   // hops: with a hop limit shorter than the cycle, the first copy may have
   // come the long way and been too far gone to be passed on, while this one
   // can still reach buses further off. It goes on, but is not republished here.
-  const auto seen = seen_.offer(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence, hops);
+  // `lost`: the origin publisher's frames this bus will never get, given up
+  // on just now (duplicate_filter, "Losses"). The republisher skips as many
+  // sequence numbers, so that the subscribers here see the gap a link made.
+  std::uint64_t lost = 0;
+  const auto seen = seen_.offer(frame.header.origin_host, frame.header.publisher_id, frame.header.sequence, hops,
+                                l.peer_bus(), &lost);
   const bool first = seen == duplicate_filter::verdict::first;
   if (!first) ++duplicates_;
   if (seen == duplicate_filter::verdict::copy) return;
@@ -661,7 +672,7 @@ void bridge::on_data(link& l, BridgeData& d) {
   auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
   worker.publish(first ? in.publisher : nullptr, std::move(*d.mutable_frame()), std::move(onward_info),
-                 std::move(onward));
+                 std::move(onward), lost);
   if (worker.full()) l.pause_reading();
 }
 
@@ -810,6 +821,7 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
     r->info.qos = from_proto(info->qos());
     r->info.timeout = cfg.settings_for(topic).publish_timeout;
     r->links = std::move(wanted);
+    r->start(bus_.io_context());
     const std::uint64_t here = bus_id_;
     std::weak_ptr<route> weak = r;
     // Runs on the bus's io thread. Only frames that entered the bus here are
@@ -820,26 +832,107 @@ void bridge::update_routes(const std::vector<participant_record>& participants) 
       auto route = weak.lock();
       if (!route || f.header.origin_host != here || f.header.hop_count != 0) return true;
       route->last_frame_ns.store(steady_ns(), std::memory_order_relaxed);
-      std::vector<std::shared_ptr<link>> targets;
-      {
-        std::lock_guard lock(route->mutex);
-        targets = route->links;
-      }
-      for (auto& l : targets)  // a link that closed meanwhile does not carry it: a drop too
-        if (l->push_data(route->info, f) == link::push_result::closed)
-          l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+      route->forward(f);
       return true;
     };
     std::error_code ec;
     // Not from our own republishers of the same topic: what they publish came
     // from a peer and would only bounce back here (and, reliable, wait on us).
-    r->subscription = detail::subscriber_core::create(bus_.state(), topic, "", handler, ec, ::getpid());
+    auto subscription = detail::subscriber_core::create(bus_.state(), topic, "", handler, ec, ::getpid());
+    {
+      // The bus's io thread may run the handler already, and it reads this.
+      std::lock_guard lock(r->mutex);
+      r->subscription = subscription;
+    }
     if (ec) {
       log_line(log_level::warn, "bridge: cannot subscribe to '" + topic + "': " + ec.message());
       continue;
     }
     routes_.emplace(topic, std::move(r));
   }
+}
+
+bridge::route::~route() {
+  for (const auto& h : held)
+    for (const auto& l : h.owed) l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+}
+
+void bridge::route::start(asio::io_context& io) {
+  bus_io = &io;
+  // Called by the link on whichever thread made room; the held frames are the
+  // bus io thread's.
+  on_room = [weak = weak_from_this(), io = bus_io] {
+    asio::post(*io, [weak] {
+      if (auto r = weak.lock()) r->forward_held();
+    });
+  };
+}
+
+void bridge::route::set_paused(bool paused) {
+  std::shared_ptr<detail::subscriber_core> sub;
+  {
+    std::lock_guard lock(mutex);
+    sub = subscription;
+  }
+  // Null only for a frame that came before create() returned: the next one pauses.
+  if (!sub) return;
+  if (paused) sub->pause();  // on the bus io thread: no frame after this one until resume()
+  else sub->resume();
+}
+
+void bridge::route::forward(const frame_view& f) {
+  std::vector<std::shared_ptr<link>> targets;
+  {
+    std::lock_guard lock(mutex);
+    targets = links;
+  }
+  held_frame* waiting = nullptr;
+  const auto hold = [&] {
+    if (waiting) return;
+    waiting = &held.emplace_back();
+    encode_delimited_frame(f.header, f.payload.size(), [&](char* out, std::size_t n) {
+      std::memcpy(out, f.payload.data(), n);
+      return true;
+    }, waiting->bytes);
+    held_count.store(held.size());
+  };
+  if (!held.empty()) {
+    // Behind the frames held already, for every link: each link gets them in order.
+    hold();
+    waiting->owed = std::move(targets);
+  } else {
+    for (auto& l : targets) {
+      const auto result = l->try_push_data(info, f, this, on_room);
+      if (result == link::push_result::full) {
+        hold();
+        waiting->owed.push_back(l);
+      } else if (result == link::push_result::closed) {  // a link that closed meanwhile does not carry it: a drop too
+        l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+  if (waiting) set_paused(true);
+}
+
+void bridge::route::forward_held() {
+  while (!held.empty()) {
+    auto& h = held.front();
+    frame_view f;
+    std::uint32_t length = 0;
+    std::size_t prefix = 0;
+    read_length_prefix(h.bytes, length, prefix);
+    decode_frame(std::string_view(h.bytes).substr(prefix), f);  // encoded here: it decodes
+    std::erase_if(h.owed, [&](const std::shared_ptr<link>& l) {
+      const auto result = l->try_push_data(info, f, this, on_room);
+      if (result == link::push_result::closed) l->counters().dropped.fetch_add(1, std::memory_order_relaxed);
+      return result != link::push_result::full;
+    });
+    // Still full: that link calls on_room again when it has room.
+    if (!h.owed.empty()) return;
+    held.pop_front();
+    held_count.store(held.size());
+  }
+  set_paused(false);
 }
 
 void bridge::publish_status() {

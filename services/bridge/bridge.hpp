@@ -22,6 +22,7 @@
 #include <chrono>
 #include <functional>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -107,14 +108,43 @@ class bridge {
     bool was_up = false;
   };
   // A local topic being forwarded: the subscription and the links that want it.
-  struct route {
+  //
+  // The subscription's handler runs on the bus's io thread, which serves
+  // every other subscription of the bridge too: it never waits. A reliable
+  // frame that finds a link's queue full is held here instead, and the
+  // subscription paused, so the local publisher feels the backpressure through
+  // its own queue (as with any slow subscriber) while the other topics flow
+  // on. The link calls back when it has room (or closed): the held frames go
+  // out in order, then the subscription resumes.
+  struct route : std::enable_shared_from_this<route> {
     topic_info info;
+    boost::asio::io_context* bus_io = nullptr;  // the bus's io thread: the handler's and forward_held's
     std::mutex mutex;
     std::vector<std::shared_ptr<link>> links;  // guarded by mutex
-    std::shared_ptr<detail::subscriber_core> subscription;
+    std::shared_ptr<detail::subscriber_core> subscription;  // set under mutex, once
     // When the subscription last handed over a frame (steady clock, ns): a
     // drain keeps reading until the local bus has gone quiet.
     std::atomic<std::int64_t> last_frame_ns{0};
+    // Bus io thread only: frames some link could not take yet, oldest first,
+    // each with the links still owed it. While any is held, every new frame
+    // queues behind them (order per link is kept) and the subscription is paused.
+    struct held_frame {
+      std::string bytes;  // the delimited frame
+      std::vector<std::shared_ptr<link>> owed;
+    };
+    std::deque<held_frame> held;
+    std::atomic<std::size_t> held_count{0};  // held.size(), for a drain on the bridge's io thread
+    ~route();  // what is still held never goes out: counted as dropped on the links owed it
+    // Bus io thread: one frame from the local subscription.
+    void forward(const frame_view& f);
+    // Bus io thread: hands on the held frames the links can take now;
+    // resumes the subscription once none is left.
+    void forward_held();
+    void set_paused(bool paused);
+    // What a full link calls when it has room: posts forward_held to the bus
+    // io thread. Made once (start()), not per frame.
+    std::function<void()> on_room;
+    void start(boost::asio::io_context& io);
   };
 
   void accept();

@@ -151,6 +151,7 @@ void link::handle(BridgeRecord& r) {
 void link::close(const std::string& why) {
   if (state_.exchange(state::closed) == state::closed) return;
   close_reason_ = why;
+  std::vector<std::function<void()>> wake;
   boost::system::error_code ec;
   stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
   stream_.next_layer().close(ec);
@@ -162,8 +163,10 @@ void link::close(const std::string& why) {
     queue_.clear();
     queue_bytes_ = 0;
     queue_data_ = 0;
+    wake = take_room_waiters(true);
   }
   room_.notify_all();  // reliable pushes waiting for room give up now
+  for (auto& f : wake) f();  // and those that did not wait learn it too (their retry finds it closed)
   asio::post(io_, [self = shared_from_this()] { self->hooks_.on_closed(self); });
 }
 
@@ -225,10 +228,37 @@ bool link::full() const {
 }
 
 link::push_result link::push_data(const topic_info& t, const frame_view& frame) {
+  return push(t, frame, nullptr, nullptr);
+}
+
+link::push_result link::try_push_data(const topic_info& t, const frame_view& frame, const void* key,
+                                      const std::function<void()>& on_room) {
+  return push(t, frame, key, &on_room);
+}
+
+std::vector<std::function<void()>> link::take_room_waiters(bool closing) {
+  std::vector<std::function<void()>> wake;
+  if (room_waiters_.empty() || (!closing && full())) return wake;
+  for (auto& [key, f] : room_waiters_) wake.push_back(std::move(f));
+  room_waiters_.clear();
+  return wake;
+}
+
+link::push_result link::push(const topic_info& t, const frame_view& frame, const void* key,
+                             const std::function<void()>* on_room) {
   std::unique_lock lock(mutex_);
   if (state_ != state::up || finishing_) return push_result::closed;
   if (full()) {
     bool room = false;
+    if (t.qos == qos_policy::reliable && on_room) {
+      // Registered under the lock that kick() and close() take to wake the
+      // waiters: room made after this check cannot go unnoticed.
+      const auto at = std::find_if(room_waiters_.begin(), room_waiters_.end(),
+                                   [&](const auto& w) { return w.first == key; });
+      if (at != room_waiters_.end()) at->second = *on_room;
+      else room_waiters_.emplace_back(key, *on_room);
+      return push_result::full;
+    }
     if (t.qos == qos_policy::reliable) {
       // A push already waiting when a drain starts still goes out: it is part
       // of what was queued. (One that only gets in after the FIN is dropped
@@ -306,6 +336,7 @@ void link::kick() {
   if (writing_ || state_ == state::closed) return;
   out_.clear();
   std::uint64_t frames = 0;
+  std::vector<std::function<void()>> wake;
   {
     std::lock_guard lock(mutex_);
     if (fin_sent_) {
@@ -329,8 +360,10 @@ void link::kick() {
       }
       queue_.pop_front();
     }
+    wake = take_room_waiters(false);
   }
   room_.notify_all();
+  for (auto& f : wake) f();
   if (out_.empty()) {
     if (close_after_flush_) return close(close_reason_);
     bool finishing = false;

@@ -105,12 +105,20 @@ class link : public std::enable_shared_from_this<link> {
   // matters), so the control records queued stay bounded.
   void push_control(const BridgeRecord& record);
 
-  enum class push_result { queued, dropped, closed };
+  enum class push_result { queued, dropped, closed, full };
   // Queues one frame of `t` (announcing the topic first on this link). When the
   // queue is full: reliable waits up to t.timeout for room, then drops;
   // drop_newest drops this frame; drop_oldest drops the oldest queued frame.
   // Every drop is counted. Blocks only for reliable topics. Any thread.
   push_result push_data(const topic_info& t, const frame_view& frame);
+  // As push_data, but never waits: a reliable frame that finds the queue full
+  // is not queued and not counted (push_result::full); instead `on_room` is
+  // called once, on whichever thread makes room (or closes the link), without
+  // the link's lock held. One waiter per `key` (a later one replaces it). For
+  // callers that must not block: the bridge's local subscriptions, on the
+  // bus's io thread. Any thread.
+  push_result try_push_data(const topic_info& t, const frame_view& frame, const void* key,
+                            const std::function<void()>& on_room);
 
   state current_state() const { return state_.load(); }
   bool dialed() const { return dialed_; }
@@ -177,6 +185,9 @@ class link : public std::enable_shared_from_this<link> {
   void schedule_kick();
   void arm_heartbeat();
   bool full() const;  // with mutex_ held
+  push_result push(const topic_info& t, const frame_view& frame, const void* key, const std::function<void()>* on_room);
+  // With mutex_ held: the waiters to call once the lock is released (room, or closed).
+  std::vector<std::function<void()>> take_room_waiters(bool closing);
 
   boost::asio::io_context& io_;
   tls_stream stream_;
@@ -218,6 +229,8 @@ class link : public std::enable_shared_from_this<link> {
   std::size_t queue_bytes_ = 0;
   std::size_t queue_data_ = 0;  // data entries in queue_
   std::unordered_map<std::string, std::uint32_t> topic_ids_;
+  // try_push_data callers waiting for room, by key (guarded by mutex_).
+  std::vector<std::pair<const void*, std::function<void()>>> room_waiters_;
   BridgeRecord scratch_;  // encodes data records, under mutex_
   std::atomic<bool> kick_posted_{false};
   bool writing_ = false;  // io thread

@@ -17,11 +17,25 @@
 // forgotten first, so memory stays bounded whatever peers send (a forgotten
 // publisher's next frame is taken as new).
 //
+// Losses. The filter also says how many of an origin publisher's frames this
+// bus will never get, so that its republisher can show them to subscribers as
+// a gap. A sequence is counted lost at the moment the filter commits to
+// refusing it, never earlier: a frame counted lost is never delivered later,
+// and one delivered is never counted lost. When an origin's frames have come
+// by one peer only, each link carries them in order, so a jump in sequence is
+// a loss at once: the missing sequences are counted and marked given up (a
+// copy that turns up after all is refused as late). Once its frames have come
+// by two peers (a cycle of links), a missing sequence may still come by the
+// other path: it is counted only when it leaves the window unseen, since the
+// filter refuses it from then on anyway. The first frame seen from a
+// publisher is the baseline: what it sent before is not this bus's loss.
+//
 // Thread-safety: none; the bridge uses it on its io thread only.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -43,8 +57,15 @@ class duplicate_filter {
     copy,        // seen with as few hops or fewer: drop
   };
 
-  // What to do with this copy of the frame, which came `hops` hops from its origin.
-  verdict offer(std::uint64_t origin_bus, std::uint64_t publisher, std::uint64_t sequence, std::uint64_t hops) {
+  // What to do with this copy of the frame, which came `hops` hops from its
+  // origin through the peer bus `via`. With `lost`, the caller counts losses
+  // (see Losses above) and vouches that each peer delivers an origin's frames
+  // in order, as the bridge's links do: it gets how many of this publisher's
+  // frames before this one were given up just now (non-zero only with
+  // verdict::first). Without it frames may come in any order within the window.
+  verdict offer(std::uint64_t origin_bus, std::uint64_t publisher, std::uint64_t sequence, std::uint64_t hops,
+                std::uint64_t via = 0, std::uint64_t* lost = nullptr) {
+    if (lost) *lost = 0;
     const std::uint8_t mark = static_cast<std::uint8_t>(std::min<std::uint64_t>(hops, 254) + 1);  // 0: not seen
     const origin key{origin_bus, publisher};
     auto it = origins_.find(key);
@@ -56,6 +77,8 @@ class duplicate_filter {
       by_age_.push_back(key);
       history h;
       h.highest = sequence;
+      h.base = sequence;
+      h.via = via;
       h.age = std::prev(by_age_.end());
       it = origins_.emplace(key, h).first;
       it->second.marks[sequence % window] = mark;
@@ -63,13 +86,10 @@ class duplicate_filter {
     }
     history& h = it->second;
     by_age_.splice(by_age_.end(), by_age_, h.age);  // seen now: the last to be forgotten
+    if (via != h.via) h.shared = true;  // for good: a second path may come back at any time
     if (sequence > h.highest) {
-      // The sequences that leave the window give their slots to those that enter it.
-      if (sequence - h.highest >= window)
-        h.marks.fill(0);
-      else
-        for (std::uint64_t s = h.highest + 1; s <= sequence; ++s) h.marks[s % window] = 0;
-      h.highest = sequence;
+      const std::uint64_t n = advance(h, sequence, lost != nullptr && !h.shared);
+      if (lost) *lost = n;
     } else if (h.highest - sequence >= window) {
       return verdict::copy;
     }
@@ -78,7 +98,7 @@ class duplicate_filter {
       seen = mark;
       return verdict::first;
     }
-    if (mark >= seen) return verdict::copy;
+    if (h.given_up[sequence % window] || mark >= seen) return verdict::copy;
     seen = mark;
     return verdict::fewer_hops;
   }
@@ -103,11 +123,50 @@ class duplicate_filter {
   };
   struct history {
     std::uint64_t highest = 0;
+    std::uint64_t base = 0;    // the first sequence seen: nothing before it is a loss here
+    std::uint64_t via = 0;     // the peer the last copy came through
+    bool shared = false;       // copies have come through more than one peer
     // Per sequence s in (highest - window, highest], at s % window: 0 when
-    // not seen, else 1 + the fewest hops a copy came with.
+    // not seen, else 1 + the fewest hops a copy came with; and whether it was
+    // counted lost (its mark is then not 0 either: any copy is refused).
     std::array<std::uint8_t, window> marks{};
+    std::bitset<window> given_up;
     std::list<origin>::iterator age;
   };
+
+  // Moves the window up to `sequence` (> h.highest) and returns how many
+  // sequences were given up on the way: those that leave the window unseen,
+  // and with `skipped_are_lost` (one path, in order) also those skipped now.
+  static std::uint64_t advance(history& h, std::uint64_t sequence, bool skipped_are_lost) {
+    std::uint64_t lost = 0;
+    const std::uint64_t old = h.highest;
+    const auto counts = [&](std::uint64_t s) { return s >= h.base && s > 0; };
+    if (sequence - old >= window) {
+      for (std::uint64_t s = old >= window ? old - window + 1 : 0; s <= old; ++s)
+        lost += counts(s) && h.marks[s % window] == 0;
+      lost += sequence - old - window;  // (old, sequence - window]: never even in the window
+      h.marks.fill(0);
+      h.given_up.reset();
+    } else {
+      // The sequences that leave the window give their slots to those that enter it.
+      for (std::uint64_t s = old + 1; s <= sequence; ++s) {
+        std::uint8_t& slot = h.marks[s % window];
+        lost += s >= window && counts(s - window) && slot == 0;
+        slot = 0;
+        h.given_up[s % window] = false;
+      }
+    }
+    h.highest = sequence;
+    if (skipped_are_lost) {
+      // One path, in order: what it skipped will not come.
+      for (std::uint64_t s = std::max(old + 1, sequence >= window ? sequence - window + 1 : 0); s < sequence; ++s) {
+        h.marks[s % window] = 255;
+        h.given_up[s % window] = true;
+        ++lost;
+      }
+    }
+    return lost;
+  }
   std::size_t max_origins_;
   std::unordered_map<origin, history, origin_hash> origins_;
   std::list<origin> by_age_;  // front: seen least recently

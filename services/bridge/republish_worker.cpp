@@ -45,7 +45,8 @@ void republish_worker::settle(std::shared_ptr<detail::publisher_core> publisher,
 }
 
 void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
-                               std::shared_ptr<const topic_info> onward_info, std::vector<std::shared_ptr<link>> onward) {
+                               std::shared_ptr<const topic_info> onward_info, std::vector<std::shared_ptr<link>> onward,
+                               std::uint64_t lost) {
   {
     std::lock_guard lock(mutex_);
     if (retired_) {
@@ -58,6 +59,7 @@ void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher
     j.frame = std::move(frame);
     j.onward_info = std::move(onward_info);
     j.onward = std::move(onward);
+    j.lost = lost;
     queue_.push_back(std::move(j));
     if (full_locked()) was_full_ = true;
   }
@@ -158,7 +160,7 @@ void republish_worker::run() {
       // Checked on the io thread already; a second decode here is cheap and
       // keeps the job to one owned string.
       const bool decoded = !decode_frame(j.frame, frame);
-      failed = !decoded || (j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload));
+      failed = !decoded || (j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload, j.lost));
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
       // Passed on as it came (origin, publisher id and sequence kept, so the
       // next bridges recognise copies), one hop more, whatever became of the

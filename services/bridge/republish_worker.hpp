@@ -53,8 +53,12 @@ class republish_worker {
   // A null `publisher`: only passed on (the local subscribers had it already).
   // Passing on may wait for room in a link's queue (reliable topics): here,
   // not on the io thread, and a full worker then stops its own link's reading.
+  // `lost`: how many of the origin publisher's frames before this one will
+  // never come; the republisher's sequence moves on by as many first, so
+  // local subscribers see the gap.
   void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
-               std::shared_ptr<const topic_info> onward_info = nullptr, std::vector<std::shared_ptr<link>> onward = {});
+               std::shared_ptr<const topic_info> onward_info = nullptr, std::vector<std::shared_ptr<link>> onward = {},
+               std::uint64_t lost = 0);
   // True while the queue is at its limit: the link should not read more.
   bool full() const;
   // The link is gone: republish what is queued (each frame still bounded by
@@ -83,6 +87,7 @@ class republish_worker {
     std::vector<std::shared_ptr<link>> onward;
     std::size_t subscribers = 0;              // settle
     std::chrono::milliseconds wait{0};        // settle
+    std::uint64_t lost = 0;                   // sequences to skip before this frame
   };
   void run();
   bool full_locked() const;

@@ -157,6 +157,42 @@ CONFORMANCE_CASE(reliable_publisher_times_out_on_a_stalled_subscriber_and_loses_
   BOOST_TEST(!sub.receive(100ms).has_value());
 }
 
+// Subscriber::pause in a callback (the bridge uses it when a link is full):
+// no message after the one that paused, the reliable publisher feels it as a
+// slow subscriber and times out, and resume() delivers everything accepted.
+CONFORMANCE_CASE(a_paused_callback_subscriber_pushes_back_and_resumes_losing_nothing) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "qos: reliable, depth: 4, publish_timeout_ms: 200")));
+  collector c;
+  ipcbus::Subscriber<Sample>* self = nullptr;
+  auto sub = bus.subscribe<Sample>("held/topic", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    c(s, i);
+    if (s.index() == 10) self->pause();
+  });
+  self = &sub;
+  auto pub = bus.advertise<Sample>("held/topic");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  std::uint64_t accepted = 0;
+  std::error_code ec;
+  for (int i = 1; i <= 100000 && !ec; ++i) {
+    pub.publish(ipcbus::test::make_sample(i, 1000), ec);
+    if (!ec) ++accepted;
+  }
+  BOOST_TEST(ec == ipcbus::errc::timed_out);
+  BOOST_TEST(accepted > 10u);
+  std::this_thread::sleep_for(50ms);
+  BOOST_TEST(c.size() == 10u);  // nothing after the message that paused
+  sub.resume();
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return c.size() == accepted; }));
+  std::this_thread::sleep_for(50ms);
+  std::lock_guard l(c.m);
+  BOOST_TEST(c.got.size() == accepted);
+  for (std::size_t k = 0; k < c.got.size(); ++k) {
+    BOOST_TEST(c.got[k].first.index() == k + 1);
+    BOOST_TEST(c.got[k].second.lost_before == 0u);
+  }
+}
+
 CONFORMANCE_CASE(drop_oldest_never_blocks_and_counts_every_drop) {
   scratch_domain d;
   ipcbus::Bus bus(d.options(yaml(transport, "qos: drop_oldest, depth: 4")));

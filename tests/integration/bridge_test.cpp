@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <atomic>
 #include <map>
@@ -293,6 +294,60 @@ BOOST_AUTO_TEST_CASE(a_full_link_queue_drops_by_the_topics_policy_and_counts_eve
   BOOST_TEST(link_dropped() > 0u, status_text(a));
 }
 
+BOOST_AUTO_TEST_CASE(frames_a_link_drops_show_as_a_gap_of_the_same_size_on_the_far_side) {
+  // drop_oldest on the sending bus with a tiny link queue and a frozen
+  // receiving bridge: the link drops. b's republisher numbers the frames
+  // itself, yet b's subscriber must count exactly the frames a's link dropped
+  // as lost, in lost_before and in its `lost` counter. A deep queue on a
+  // keeps a's publisher from dropping for the bridge's subscription itself.
+  const std::string rules = "topics: [ { match: \"g/#\", qos: drop_oldest, depth: 100000 } ]\n";
+  site a("a"), b("b");
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));
+  a.start_bridge({}, {"--queue-bytes", "20000", "--link-timeout-ms", "30000"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  tally at_b;
+  std::atomic<std::uint64_t> lost_before{0}, received{0};
+  auto sub = b.bus->subscribe<Sample>("g/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    lost_before += i.lost_before;
+    if (s.index() < probe_base) ++received;
+  });
+  auto pub = a.bus->advertise<Sample>("g/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  BOOST_REQUIRE_EQUAL(lost_before.load(), 0u);
+  BOOST_REQUIRE(b.bridge->freeze());
+  const auto link_dropped = [&]() -> std::uint64_t {
+    const auto st = a.status();
+    return st && st->links_size() == 1 ? st->links(0).dropped() : 0;
+  };
+  std::uint64_t published = 0;
+  const bool dropped_some = eventually([&] {
+    for (int k = 0; k < 2000 && published < probe_base - 1; ++k) pub.publish(ipcbus::test::make_sample(++published, 1024));
+    std::this_thread::sleep_for(50ms);
+    return link_dropped() > 0;
+  }, 60s);
+  b.bridge->signal(SIGCONT);
+  BOOST_REQUIRE_MESSAGE(dropped_some, status_text(a));
+  // A last frame after the drops, so that the gap has a frame to show on.
+  send_and_expect(pub, {&at_b}, published + 1, published + 2);
+  ++published;
+  BOOST_TEST(pub.counters().dropped == 0u);
+  // a's status row is rewritten about once a second: wait until it shows
+  // every frame either sent or dropped.
+  const bool settled = eventually([&] {
+    const auto st = a.status();
+    return st && st->links_size() == 1 && received.load() + st->links(0).dropped() == published &&
+           received.load() + lost_before.load() == published;
+  }, 20s);
+  BOOST_TEST(settled, "received " << received.load() << ", lost_before " << lost_before.load() << ", link dropped "
+                                  << link_dropped() << ", published " << published);
+  BOOST_TEST(lost_before.load() == link_dropped());
+  BOOST_TEST(sub.counters()->lost.load() == link_dropped());
+  for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) <= 1, "index " << i);
+}
+
 BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_make_the_link_flap) {
   // Short timeouts: a bridge that stops answering for a second loses its link.
   site a("a"), b("b");
@@ -365,6 +420,116 @@ BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keep
   BOOST_TEST(all, status_text(a) << '\n' << status_text(b));
   for (std::uint64_t i = 1; i <= published; ++i) BOOST_TEST_REQUIRE(at_b.count(i) == 1, "index " << i);
   expect_steady_link({&a, &b}, published);
+}
+
+// a's row for its link with `peer` (its peer name is "domain@host").
+std::optional<ipcbus::BridgeLinkStatus> link_to(const site& s, const site& peer) {
+  if (const auto st = s.status())
+    for (const auto& l : st->links())
+      if (l.peer_name().rfind(peer.domain.domain() + "@", 0) == 0) return l;
+  return std::nullopt;
+}
+
+BOOST_AUTO_TEST_CASE(a_reliable_topic_held_up_by_a_full_link_does_not_hold_up_the_other_topics) {
+  // a ═ b carries held/x, a ═ c carries free/x. b's bridge is frozen: a's
+  // queue for b fills, and the reliable held/x must wait for it. The bridge
+  // on a forwards both topics from the same local bus: free/x must go on at
+  // full rate meanwhile, and held/x lose nothing once b is back.
+  const std::string rules = "topics: [ { match: \"held/#\", publish_timeout_ms: 60000 } ]\n";
+  site a("a"), b("b"), c("c");
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));
+  a.start_bridge({}, {"--link-timeout-ms", "30000", "--queue-bytes", "200000"});
+  b.start_bridge({a.port}, {"--link-timeout-ms", "30000"});
+  c.start_bridge({a.port});
+  tally at_b, at_c;
+  std::mutex order_mutex;
+  std::vector<std::uint64_t> order_at_b;  // the held topic's indices as b's subscriber got them
+  auto sub_b = b.bus->subscribe<Sample>("held/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    std::lock_guard lock(order_mutex);
+    if (s.index() < probe_base) order_at_b.push_back(s.index());
+  });
+  auto sub_c = c.bus->subscribe<Sample>("free/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_c.add(s, i); });
+  auto held = a.bus->advertise<Sample>("held/x");
+  auto free = a.bus->advertise<Sample>("free/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(held, {&at_b}, probe);
+  wait_until_flowing(free, {&at_c}, probe);
+  BOOST_REQUIRE(b.bridge->freeze());
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::thread publisher([&] {
+    while (!stop && published < probe_base - 1) {
+      std::error_code ec;
+      held.publish(ipcbus::test::make_sample(published + 1, 4096), ec);
+      if (ec) ++failed;
+      else ++published;
+    }
+  });
+  // However the test ends (a failed requirement throws): b runs again and the
+  // publisher thread is joined, not left to terminate the test.
+  struct on_exit {
+    std::function<void()> f;
+    ~on_exit() { f(); }
+  } release{[&] {
+    stop = true;
+    b.bridge->signal(SIGCONT);
+    if (publisher.joinable()) publisher.join();
+  }};
+  // Everything between a's bridge and b fills up, then the held publisher waits.
+  const auto stalled = [&] {
+    const auto before = published.load();
+    std::this_thread::sleep_for(300ms);
+    return published.load() == before;
+  };
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    const auto row = link_to(a, b);
+    return row && row->queued_bytes() > 0 && stalled();
+  }, 30s), status_text(a));
+  // Meanwhile the other topic flows, at full rate and complete.
+  std::uint64_t free_failed = 0;
+  for (std::uint64_t i = 1; i <= 2000; ++i) {
+    std::error_code ec;
+    free.publish(ipcbus::test::make_sample(i, 64), ec);
+    free_failed += ec ? 1 : 0;
+  }
+  BOOST_TEST(free_failed == 0u);
+  const bool free_all = eventually([&] {
+    for (std::uint64_t i = 1; i <= 2000; ++i)
+      if (at_c.count(i) == 0) return false;
+    return true;
+  }, 10s);
+  BOOST_TEST(free_all, status_text(a));
+  std::uint64_t free_wrong = 0;
+  for (std::uint64_t i = 1; i <= 2000; ++i) free_wrong += at_c.count(i) != 1;
+  BOOST_TEST(free_wrong == 0u, free_wrong << " free indices not delivered exactly once");
+  // b is back: what waited goes through, and a little more after it.
+  b.bridge->signal(SIGCONT);
+  std::this_thread::sleep_for(500ms);
+  stop = true;
+  publisher.join();
+  BOOST_TEST(failed.load() == 0u);
+  const std::uint64_t total = published.load();
+  BOOST_TEST_REQUIRE(total > 0u);
+  const bool held_all = eventually([&] {
+    std::lock_guard lock(order_mutex);
+    return order_at_b.size() >= total;
+  }, 20s);
+  BOOST_TEST(held_all, status_text(a) << '\n' << status_text(b));
+  {
+    std::lock_guard lock(order_mutex);
+    BOOST_TEST(order_at_b.size() == total);
+    for (std::size_t k = 0; k < std::min<std::size_t>(order_at_b.size(), total); ++k)
+      BOOST_TEST_REQUIRE(order_at_b[k] == k + 1, "position " << k);
+  }
+  const auto row_b = link_to(a, b), row_c = link_to(a, c);
+  BOOST_REQUIRE(row_b && row_c);
+  BOOST_TEST(row_b->dropped() == 0u, status_text(a));
+  BOOST_TEST(row_c->dropped() == 0u, status_text(a));
+  BOOST_TEST(row_b->reconnects() == 0u, status_text(a));
+  BOOST_TEST(held.counters().timeouts == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(a_bridge_killed_and_restarted_resumes) {

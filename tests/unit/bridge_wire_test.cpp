@@ -213,3 +213,60 @@ BOOST_AUTO_TEST_CASE(the_duplicate_filter_tracks_a_bounded_number_of_origins_for
   for (std::uint64_t p = 100; p < 10100; ++p) f.first_time(9, p, 1);
   BOOST_TEST(f.tracked() == 3u);
 }
+
+// Losses (duplicate_filter.hpp, "Losses"): a frame is counted lost exactly
+// when the filter commits to refusing it, so none is both counted and delivered.
+BOOST_AUTO_TEST_CASE(the_duplicate_filter_counts_a_jump_through_one_peer_as_lost_at_once_and_refuses_it_later) {
+  using verdict = ipcbus::bridge::duplicate_filter::verdict;
+  ipcbus::bridge::duplicate_filter f;
+  std::uint64_t lost = 99;
+  BOOST_TEST((f.offer(1, 7, 10, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);  // the baseline: what came before is not this bus's loss
+  BOOST_TEST((f.offer(1, 7, 11, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);
+  BOOST_TEST((f.offer(1, 7, 14, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 2u);  // 12 and 13
+  BOOST_TEST((f.offer(1, 7, 12, 0, 5, &lost) == verdict::copy));  // given up: never delivered after all
+  BOOST_TEST(lost == 0u);
+  BOOST_TEST((f.offer(1, 7, 15, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);
+  // A jump far beyond the window: everything skipped.
+  BOOST_TEST((f.offer(1, 7, 1015, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 999u);
+  // Without `lost` nothing is given up: any order within the window.
+  BOOST_TEST(f.first_time(2, 7, 10));
+  BOOST_TEST(f.first_time(2, 7, 12));
+  BOOST_TEST(f.first_time(2, 7, 11));
+}
+
+BOOST_AUTO_TEST_CASE(the_duplicate_filter_counts_a_frame_that_two_peers_bring_as_lost_only_when_it_leaves_the_window) {
+  using verdict = ipcbus::bridge::duplicate_filter::verdict;
+  constexpr auto window = ipcbus::bridge::duplicate_filter::window;
+  ipcbus::bridge::duplicate_filter f;
+  std::uint64_t lost = 99;
+  BOOST_TEST((f.offer(1, 7, 1, 1, 5, &lost) == verdict::first));
+  BOOST_TEST((f.offer(1, 7, 1, 2, 6, &lost) == verdict::copy));  // a second path: 5 and 6 both bring it
+  BOOST_TEST((f.offer(1, 7, 3, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);  // 2 may still come the other way
+  BOOST_TEST((f.offer(1, 7, 2, 2, 6, &lost) == verdict::first));  // and does: delivered, never counted
+  BOOST_TEST((f.offer(1, 7, 5, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);
+  // 4 never came: counted when the window moves past it, and refused from then on.
+  BOOST_TEST((f.offer(1, 7, 4 + window - 1, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 0u);
+  BOOST_TEST((f.offer(1, 7, 4 + window, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 1u);
+  BOOST_TEST((f.offer(1, 7, 4, 2, 6, &lost) == verdict::copy));
+  // A jump far beyond the window: what will never be in it again counts now,
+  // the rest of the gap (still in the window) when it leaves it.
+  ipcbus::bridge::duplicate_filter g;
+  for (std::uint64_t s = 1; s <= 3; ++s) {
+    g.offer(1, 7, s, 1, 5, &lost);
+    g.offer(1, 7, s, 2, 6, &lost);
+  }
+  BOOST_TEST((g.offer(1, 7, 1003, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == 1003u - 3u - window);
+  BOOST_TEST((g.offer(1, 7, 1002, 2, 6, &lost) == verdict::first));  // still in the window: not lost
+  BOOST_TEST((g.offer(1, 7, 1003 + window, 1, 5, &lost) == verdict::first));
+  BOOST_TEST(lost == window - 2u);  // (1003 - window, 1003) but 1002, and 1003 itself came
+}

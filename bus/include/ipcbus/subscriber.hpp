@@ -71,6 +71,17 @@ class Subscriber {
   }
   // Counters of this subscriber (messages, lost, dropped, bad_frames ...).
   const stats_counters* counters() const { return core() ? &core()->counters() : nullptr; }
+  // Stops taking messages from the publishers until resume(): the links stop
+  // reading, so a reliable publisher waits (up to its publish_timeout) and a
+  // drop policy drops at the publisher and counts it, as with any subscriber
+  // that falls behind. Called in a callback it takes effect before the next
+  // message; from another thread, shortly after. Does not block. Any thread.
+  void pause() {
+    if (core()) core()->pause();
+  }
+  void resume() {
+    if (core()) core()->resume();
+  }
   void close() {
     if (core()) core()->close();
     handle_.reset();

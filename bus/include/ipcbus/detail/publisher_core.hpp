@@ -37,8 +37,11 @@ class publisher_core {
   // Publishes a frame that came from another bus (ipcbus-bridge): as publish(),
   // but the frame keeps `origin`'s origin host and publish time and counts one
   // more hop, so that bridges can tell where it entered and stop loops.
-  // Sequence and publisher id are this publisher's own. Blocks and fails as publish().
-  std::error_code publish_forwarded(const frame_header& origin, std::string_view payload);
+  // Sequence and publisher id are this publisher's own. `skip`: how many
+  // frames of the origin the other bus lost before this one (dropped on a
+  // link); the sequence moves on by as many first, so subscribers see that
+  // gap as one of this publisher's own (lost_before). Blocks and fails as publish().
+  std::error_code publish_forwarded(const frame_header& origin, std::string_view payload, std::uint64_t skip = 0);
   // A loan: room for a payload of `size` bytes that the caller fills, then
   // publishes (finish_loan) or gives back (cancel_loan). While a loan is out,
   // publish() and begin_loan() wait for it, up to publish_timeout (timed_out).

@@ -42,6 +42,15 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   std::size_t publisher_count() const { return link_count_.load(); }
   bool wait_for_publishers(std::size_t n, std::chrono::milliseconds timeout) const;
   void close();
+  // Stops taking frames from every publisher attached (and from those that
+  // attach meanwhile) until resume(): each link stops reading, so a reliable
+  // publisher feels the backpressure through its own queue, as with any slow
+  // subscriber; a drop policy drops there and counts it. Called on the io
+  // thread (in a callback, say) it takes effect before the next frame; from
+  // another thread it is posted there. Independent of the pause a full pull
+  // queue makes: reading goes on only when neither holds it.
+  void pause();
+  void resume();
   void rescan();  // io thread
   const std::string& pattern() const { return pattern_; }
   stats_counters& counters() { return stats_->counters(); }
@@ -69,7 +78,9 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   // Fills info.lost_before from the gap since the last message delivered from that publisher.
   void account_gap(MessageInfo& info);
   void count_delivery(std::size_t bytes);  // with delivery_mutex_ held
-  void set_paused(bool paused);  // io thread
+  void set_paused(bool paused);  // io thread: the pull queue is full (or not any more)
+  void set_held(bool held);      // io thread: pause()/resume()
+  void update_links_paused();    // io thread: pauses or resumes the links as the two flags say
 
   std::shared_ptr<bus_state> bus_;
   std::string pattern_;
@@ -93,7 +104,9 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
     std::chrono::steady_clock::time_point when;
   };
   std::map<std::uint64_t, ended_link> ended_links_;
-  std::atomic<bool> paused_{false};  // written on the io thread, read by pop()
+  std::atomic<bool> paused_{false};  // the pull queue is full; written on the io thread, read by pop()
+  bool held_ = false;                // pause() without resume() yet
+  bool links_paused_ = false;        // what the links were last told
   std::atomic<std::size_t> link_count_{0};
 
   // Delivery: guards the queue, the gap tracker and the closed flag. The handler

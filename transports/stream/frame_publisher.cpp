@@ -28,23 +28,9 @@ constexpr std::size_t coalesce_max_frame = 4096;
 // iovecs per write_some() call (far below IOV_MAX).
 constexpr int max_iov = 64;
 
-// Sockets and FIFOs: a byte stream takes any split of the frames, so a backlog
-// goes out in one gathering call.
-class byte_stream_sink : public frame_sink {
- public:
-  write_status write(int fd, std::string_view bytes, std::size_t& offset) override {
-    while (offset < bytes.size()) {
-      const iovec v{const_cast<char*>(bytes.data() + offset), bytes.size() - offset};
-      std::size_t n = 0;
-      if (const auto st = write_some(fd, &v, 1, n); st != write_status::ok) return st;
-      offset += n;
-    }
-    return write_status::ok;
-  }
-  bool gathers() const override { return true; }
-};
-
-class socket_sink final : public byte_stream_sink {
+// Sockets and FIFOs are byte streams: any split of the frames will do, so a
+// backlog goes out in one gathering call (write_some).
+class socket_sink final : public frame_sink {
  public:
   write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
     msghdr m{};
@@ -62,10 +48,11 @@ class socket_sink final : public byte_stream_sink {
       return write_status::gone;  // EPIPE, ECONNRESET: the subscriber is gone
     }
   }
+  bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::readable; }
 };
 
-class fifo_sink final : public byte_stream_sink {
+class fifo_sink final : public frame_sink {
  public:
   explicit fifo_sink(std::string path) : path_(std::move(path)) {}
   write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
@@ -83,6 +70,7 @@ class fifo_sink final : public byte_stream_sink {
       return write_status::gone;  // EPIPE: the reader closed its end or died
     }
   }
+  bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::error; }
   void on_removed() override { ::unlink(path_.c_str()); }
 

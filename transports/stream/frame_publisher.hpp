@@ -57,17 +57,21 @@ enum class close_watch {
 class frame_sink {
  public:
   virtual ~frame_sink() = default;
+  // A sink implements write() (message sinks: mq) or, returning true from
+  // gathers(), write_some() (byte streams: sockets, FIFOs); the publisher
+  // calls only that one. Both are called with the publisher's lock held.
+  //
   // Writes as much of bytes[offset..] to `fd` as the kernel takes without
   // blocking and advances `offset`; only whole units (a message, for mq) are ever counted.
   // ok: everything written; would_block: the rest must wait; gone: the
-  // subscriber left (EPIPE, ...). Called with the publisher's lock held.
-  virtual write_status write(int fd, std::string_view bytes, std::size_t& offset) = 0;
-  // Byte streams (sockets, FIFOs) return true and take whole backlogs through
-  // write_some(); message sinks (mq) keep one unit per call through write().
+  // subscriber left (EPIPE, ...).
+  virtual write_status write(int /*fd*/, std::string_view /*bytes*/, std::size_t& /*offset*/) {
+    return write_status::gone;  // not reached: byte streams gather
+  }
   virtual bool gathers() const { return false; }
-  // Gathering sinks only: one non-blocking call writing iov[0..count) in
-  // order, as much as the kernel takes; `written` gets the bytes taken (ok
-  // with written < the total means the kernel took part). Lock held.
+  // One non-blocking call writing iov[0..count) in order, as much as the
+  // kernel takes; `written` gets the bytes taken (ok with less than the total:
+  // the kernel took part). Statuses as for write().
   virtual write_status write_some(int /*fd*/, const iovec* /*iov*/, int /*count*/, std::size_t& written) {
     written = 0;
     return write_status::gone;  // not reached: only called when gathers()

@@ -12,40 +12,65 @@ namespace asio = boost::asio;
 
 namespace {
 
+// Coalescing: a send that follows the end of the previous write to a
+// subscriber by less than this is part of a burst (a publishing loop spends
+// about a microsecond between sends; a request/reply exchange waits for at
+// least two wake-ups, each longer than this), so its frame waits for a
+// batched write. Late by at most one io-thread turn or one batch.
+constexpr auto burst_gap = std::chrono::microseconds(5);
+// At most this many frames wait for a batched write; the send that makes the
+// batch writes it itself. Capped by the topic's depth, so that coalescing
+// alone never fills a queue.
+constexpr std::size_t batch_frames = 32;
+// Only frames smaller than this are coalesced: for larger ones the system call
+// is a small part of the cost, and holding them back would only add latency.
+constexpr std::size_t coalesce_max_frame = 4096;
+// iovecs per write_some() call (far below IOV_MAX).
+constexpr int max_iov = 64;
+
+// Sockets and FIFOs are byte streams: any split of the frames will do, so a
+// backlog goes out in one gathering call (write_some).
 class socket_sink final : public frame_sink {
  public:
-  write_status write(int fd, std::string_view bytes, std::size_t& offset) override {
-    while (offset < bytes.size()) {
-      const ssize_t n = ::send(fd, bytes.data() + offset, bytes.size() - offset, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
-        return write_status::gone;  // EPIPE, ECONNRESET: the subscriber is gone
+  write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = static_cast<std::size_t>(count);
+    for (;;) {
+      const ssize_t n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) {
+        written = static_cast<std::size_t>(n);
+        return write_status::ok;
       }
-      offset += static_cast<std::size_t>(n);
+      written = 0;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
+      return write_status::gone;  // EPIPE, ECONNRESET: the subscriber is gone
     }
-    return write_status::ok;
   }
+  bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::readable; }
 };
 
 class fifo_sink final : public frame_sink {
  public:
   explicit fifo_sink(std::string path) : path_(std::move(path)) {}
-  write_status write(int fd, std::string_view bytes, std::size_t& offset) override {
-    while (offset < bytes.size()) {
+  write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
+    for (;;) {
       // The descriptor is O_NONBLOCK: up to PIPE_BUF bytes go in whole or not
       // at all, more may go in part. SIGPIPE is ignored by the bus.
-      const ssize_t n = ::write(fd, bytes.data() + offset, bytes.size() - offset);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
-        return write_status::gone;  // EPIPE: the reader closed its end or died
+      const ssize_t n = ::writev(fd, iov, count);
+      if (n >= 0) {
+        written = static_cast<std::size_t>(n);
+        return write_status::ok;
       }
-      offset += static_cast<std::size_t>(n);
+      written = 0;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
+      return write_status::gone;  // EPIPE: the reader closed its end or died
     }
-    return write_status::ok;
   }
+  bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::error; }
   void on_removed() override { ::unlink(path_.c_str()); }
 
@@ -117,6 +142,7 @@ void frame_publisher::watch_for_close(const conn_ptr& c) {
 
 bool frame_publisher::write_pending(sink_connection& c) {
   if (c.dead) return false;
+  if (c.sink->gathers()) return write_gathered(c);
   while (!c.pending.empty()) {
     const std::string& bytes = c.pending.front()->bytes;
     const write_status st = c.sink->write(c.fd, bytes, c.front_offset);
@@ -127,6 +153,39 @@ bool frame_publisher::write_pending(sink_connection& c) {
     if (st == write_status::would_block) return true;
     c.pending.pop_front();
     c.front_offset = 0;
+  }
+  return true;
+}
+
+// As write_pending, for byte streams: the backlog (the front frame from
+// front_offset on) in one call per max_iov frames, until the queue is empty
+// or the kernel takes no more. A call that takes part of the batch leaves
+// front_offset inside the frame it stopped in, possibly mid-header.
+bool frame_publisher::write_gathered(sink_connection& c) {
+  while (!c.pending.empty()) {
+    iovec iov[max_iov];
+    int count = 0;
+    for (auto it = c.pending.begin(); it != c.pending.end() && count < max_iov; ++it, ++count) {
+      const std::string& bytes = (*it)->bytes;
+      const std::size_t skip = count == 0 ? c.front_offset : 0;
+      iov[count] = {const_cast<char*>(bytes.data() + skip), bytes.size() - skip};
+    }
+    std::size_t written = 0;
+    const write_status st = c.sink->write_some(c.fd, iov, count, written);
+    if (st == write_status::gone) {
+      c.dead = true;
+      return false;
+    }
+    if (st == write_status::would_block || written == 0) return true;
+    // Retire the frames the call took whole; the next one keeps how far it got.
+    std::size_t left = written + c.front_offset;
+    while (!c.pending.empty() && left >= c.pending.front()->bytes.size()) {
+      left -= c.pending.front()->bytes.size();
+      c.pending.pop_front();
+    }
+    // A short write usually means the buffer is full; the next call says so
+    // (EAGAIN) or takes what was freed meanwhile, as the unbatched loop did.
+    c.front_offset = left;
   }
   return true;
 }
@@ -247,13 +306,55 @@ std::error_code frame_publisher::send(const frame_ptr& frame) {
     }
   }
   bool dead = false;
+  clock::time_point now{};  // read once, and only when a decision needs it
   for (auto& c : connections_) {
     enqueue(c, frame);
-    if (!write_pending(*c)) dead = true;
-    else if (!c->pending.empty()) arm_writable(c);
+    if (coalesce(*c, *frame, now)) {
+      post_flush(c);
+      continue;
+    }
+    if (!write_pending(*c)) {
+      dead = true;
+      continue;
+    }
+    if (c->sink->gathers()) c->last_write = now = clock::now();
+    if (!c->pending.empty()) arm_writable(c);
   }
   if (dead) reap_dead();
   return {};
+}
+
+// Whether the frame just queued for `c` waits for a batched write instead of
+// being written now. Only small frames on byte streams, only while the kernel
+// takes bytes (a subscriber that is behind gets a write attempt per send, as
+// before), and never up to the topic's depth: coalescing must not turn into a
+// drop or a reliable wait. `now` is read on first need and shared by the
+// subscribers of one send.
+bool frame_publisher::coalesce(const sink_connection& c, const encoded_frame& frame, clock::time_point& now) const {
+  if (!c.sink->gathers() || c.dead || c.write_armed || frame.bytes.size() >= coalesce_max_frame) return false;
+  if (c.pending.size() >= std::min<std::size_t>(batch_frames, options_.settings.depth)) return false;  // the batch is full: write it
+  if (c.flush_posted) return true;
+  if (now == clock::time_point{}) now = clock::now();
+  return now - c.last_write < burst_gap;
+}
+
+// Schedules one write of c's backlog on the io thread: whatever was queued by
+// the time it runs goes out in one call. Sends from the io thread itself (a
+// reply from a callback) are flushed when that handler returns.
+void frame_publisher::post_flush(const conn_ptr& c) {
+  if (c->flush_posted) return;
+  c->flush_posted = true;
+  asio::post(io_, [self = shared_from_this(), c] {
+    std::lock_guard lock(self->mutex_);
+    c->flush_posted = false;
+    if (c->dead || self->closed_) return;
+    if (!self->write_pending(*c)) {
+      self->reap_dead();
+      return;
+    }
+    c->last_write = clock::now();  // sends right after this belong to the same burst
+    if (!c->pending.empty()) self->arm_writable(c);
+  });
 }
 
 void frame_publisher::enqueue(const conn_ptr& c, const frame_ptr& frame) {
@@ -312,7 +413,9 @@ void frame_publisher::close_all() {
   std::lock_guard lock(mutex_);
   closed_ = true;
   for (auto& c : connections_) {
-    if (!c->dead) c->sink->farewell(c->fd);
+    // What waited for a batched write goes to the kernel now, as far as it
+    // takes it: without coalescing it would already be there.
+    if (write_pending(*c)) c->sink->farewell(c->fd);
     c->dead = true;
   }
   reap_dead();

@@ -3,18 +3,28 @@
 // frame_sink that moves bytes to that subscriber.
 //
 // Writes happen on the publishing thread: a frame goes straight to the sink
-// with a non-blocking write when that subscriber's queue is empty (no thread
-// hop on the fast path). What the kernel does not take waits in the queue and
-// is flushed by the next send or by the io thread when the descriptor is
+// with a non-blocking write when that subscriber is idle (no thread hop on the
+// fast path, so latency stays that of one system call). When sends come
+// faster than that, each one paying a system call would cap the rate (a call
+// costs several microseconds, a small frame's encoding far less), so frames
+// are coalesced: while the previous write to that subscriber ended only
+// moments ago, or a flush is already scheduled, a small frame waits in the
+// queue and one flush on the io thread (or the send that fills a batch)
+// writes the whole backlog in one writev/sendmsg. Message sinks (mq) keep one
+// message per call. What the kernel does not take waits in the queue and is
+// flushed by the next send or by the io thread when the descriptor is
 // writable. A reliable send that finds a full queue waits in poll() on that
 // descriptor (with the lock released), so it makes progress even when it is
-// called from the io thread itself.
+// called from the io thread itself. Coalescing never fills a queue: a backlog
+// is written before it reaches the topic's depth, so drops and reliable waits
+// happen only when the kernel refuses bytes, as without it.
 //
 // Thread-safety: send/flush/counters/subscriber_count/close_all from any
 // thread; add_subscriber, check_liveness and remove_subscriber on the io thread.
 #pragma once
 
 #include <poll.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <chrono>
@@ -47,11 +57,25 @@ enum class close_watch {
 class frame_sink {
  public:
   virtual ~frame_sink() = default;
+  // A sink implements write() (message sinks: mq) or, returning true from
+  // gathers(), write_some() (byte streams: sockets, FIFOs); the publisher
+  // calls only that one. Both are called with the publisher's lock held.
+  //
   // Writes as much of bytes[offset..] to `fd` as the kernel takes without
   // blocking and advances `offset`; only whole units (a message, for mq) are ever counted.
   // ok: everything written; would_block: the rest must wait; gone: the
-  // subscriber left (EPIPE, ...). Called with the publisher's lock held.
-  virtual write_status write(int fd, std::string_view bytes, std::size_t& offset) = 0;
+  // subscriber left (EPIPE, ...).
+  virtual write_status write(int /*fd*/, std::string_view /*bytes*/, std::size_t& /*offset*/) {
+    return write_status::gone;  // not reached: byte streams gather
+  }
+  virtual bool gathers() const { return false; }
+  // One non-blocking call writing iov[0..count) in order, as much as the
+  // kernel takes; `written` gets the bytes taken (ok with less than the total:
+  // the kernel took part). Statuses as for write().
+  virtual write_status write_some(int /*fd*/, const iovec* /*iov*/, int /*count*/, std::size_t& written) {
+    written = 0;
+    return write_status::gone;  // not reached: only called when gathers()
+  }
   virtual close_watch watch() const = 0;
   // Cheap check that the subscriber still lives (a pid, say). Called by
   // check_liveness() and while a reliable send waits.
@@ -72,7 +96,11 @@ struct sink_connection {
   std::deque<frame_ptr> pending;
   std::size_t front_offset = 0;  // bytes of pending.front() already written
   bool dead = false;
-  bool write_armed = false;
+  bool write_armed = false;   // waiting for the descriptor to become writable
+  bool flush_posted = false;  // a flush of the coalesced backlog is posted to the io thread
+  // When the last write to this subscriber ended: a send soon after it is
+  // part of a burst and is coalesced (see frame_publisher).
+  std::chrono::steady_clock::time_point last_write{};
   // Registered with the io_context only when something has to wait on it.
   // Sinks with close_watch::none (message queues) stay unregistered while
   // they keep up: a queue's descriptor is readable whenever it holds
@@ -122,6 +150,9 @@ class frame_publisher : public std::enable_shared_from_this<frame_publisher> {
   using conn_ptr = std::shared_ptr<sink_connection>;
   // All with mutex_ held.
   bool write_pending(sink_connection& c);
+  bool write_gathered(sink_connection& c);
+  bool coalesce(const sink_connection& c, const encoded_frame& frame, clock::time_point& now) const;
+  void post_flush(const conn_ptr& c);
   void enqueue(const conn_ptr& c, const frame_ptr& frame);
   void reap_dead();
   void arm_writable(const conn_ptr& c);

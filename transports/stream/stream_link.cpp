@@ -8,7 +8,14 @@
 namespace ipcbus::transport::stream {
 
 namespace {
-constexpr std::size_t initial_buffer = 64 * 1024;
+// Bytes read at a time (more only while a larger frame is assembled). Every
+// frame read is delivered before the next read, and only a read frees room in
+// the kernel for a reliable publisher waiting on this subscriber: a read of
+// small frames must not hold more callbacks than a publish_timeout allows.
+// Publishers coalesce small frames, which packs several thousand into a
+// socket's buffer (one frame per send used to fill it with about 300);
+// 16 KiB is some 200 small frames, still few system calls per frame.
+constexpr std::size_t initial_buffer = 16 * 1024;
 }
 
 void stream_link_state::resume() {

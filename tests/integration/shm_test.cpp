@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -166,6 +167,60 @@ BOOST_AUTO_TEST_CASE(sleeping_subscribers_are_woken_through_their_eventfd) {
   BOOST_TEST(futex_sub.wait(10s) == 0, futex_sub.output());
   BOOST_TEST(futex_sub.output().find("received 30 lost 0 corrupt 0") != std::string::npos, futex_sub.output());
   BOOST_TEST(eventually([&] { return thread_count() == threads; }));  // no waker thread left for our link
+}
+
+namespace {
+
+// voluntary_ctxt_switches of the calling thread: how often it slept.
+long voluntary_switches_of_this_thread() {
+  std::ifstream in("/proc/thread-self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("voluntary_ctxt_switches:")) return std::stol(line.substr(line.find(':') + 1));
+  return -1;
+}
+
+bool pin_this_thread_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+}  // namespace
+
+// A sleeping subscriber on the publisher's own CPU: the wake-up for the next
+// message would switch to it at once, for that one message, every time (a
+// sleep per message). It yields the CPU before it sleeps, so that the
+// publisher writes a batch first: its io thread sleeps far less often than
+// once per message.
+BOOST_AUTO_TEST_CASE(a_subscriber_sharing_the_publishers_cpu_takes_batches) {
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, qos: reliable, depth: 64, publish_timeout_ms: 10000 }\n";
+  const auto cfg = d.write_config(yaml);
+  ipcbus::Bus bus(d.options(yaml));
+  constexpr int total = 20000, settle = 2000;
+  std::atomic<int> got{0};
+  std::atomic<long> slept_before{-1}, slept_after{-1};
+  std::atomic<bool> pinned{true};
+  auto sub = bus.subscribe<Sample>("batch/x", [&](const Sample&, const ipcbus::MessageInfo&) {
+    const int n = ++got;
+    if (n == 1) pinned = pin_this_thread_to(0);  // the io thread, beside the publisher
+    if (n == settle) slept_before = voluntary_switches_of_this_thread();
+    if (n == total) slept_after = voluntary_switches_of_this_thread();
+  });
+  // The publisher is born on CPU 0 (all its threads inherit the mask).
+  cpu_set_t saved;
+  BOOST_REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+  BOOST_REQUIRE(pin_this_thread_to(0));
+  child_process pub(peer, {"publish", cfg.string(), "batch/x", std::to_string(total), "32", "0", "1"});
+  BOOST_REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
+  BOOST_TEST(pub.wait(60s) == 0, pub.output());
+  BOOST_REQUIRE(eventually([&] { return got.load() == total; }, 30s));
+  BOOST_REQUIRE(pinned.load());
+  const long sleeps = slept_after.load() - slept_before.load();
+  constexpr int measured = total - settle;
+  BOOST_TEST_MESSAGE("subscriber io thread slept " << sleeps << " times for " << measured << " messages");
+  BOOST_TEST(sleeps < measured / 40, sleeps << " sleeps for " << measured << " messages");
 }
 
 // The wake socket is reachable by any process of the host: a request that is

@@ -72,6 +72,8 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
   void drain();
   void drain_later();
   void after_drain(read_result::kind last);
+  // True when, after yielding the CPU, there is something to read after all.
+  bool yield_before_sleep();
   void arm();
   void ensure_waker();
   void waker_loop();
@@ -96,6 +98,8 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;
+  unsigned yield_misses_ = 0;   // yields before sleeping that found nothing, since the last that did
+  unsigned yields_paused_ = 0;  // sleeps to go before the next such yield
   const std::chrono::microseconds spin_;
   const bool busy_poll_;
   const bool polled_;

@@ -30,23 +30,31 @@ constexpr int max_iov = 64;
 
 // Sockets and FIFOs are byte streams: any split of the frames will do, so a
 // backlog goes out in one gathering call (write_some).
+//
+// One non-blocking gathering call (`call` returns what sendmsg/writev return),
+// retried on EINTR. EPIPE, ECONNRESET and the like: the subscriber is gone.
+template <class Call>
+write_status gather(Call call, std::size_t& written) {
+  for (;;) {
+    const ssize_t n = call();
+    if (n >= 0) {
+      written = static_cast<std::size_t>(n);
+      return write_status::ok;
+    }
+    written = 0;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
+    return write_status::gone;
+  }
+}
+
 class socket_sink final : public frame_sink {
  public:
   write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
     msghdr m{};
     m.msg_iov = const_cast<iovec*>(iov);
     m.msg_iovlen = static_cast<std::size_t>(count);
-    for (;;) {
-      const ssize_t n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n >= 0) {
-        written = static_cast<std::size_t>(n);
-        return write_status::ok;
-      }
-      written = 0;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
-      return write_status::gone;  // EPIPE, ECONNRESET: the subscriber is gone
-    }
+    return gather([&] { return ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL); }, written);
   }
   bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::readable; }
@@ -55,20 +63,11 @@ class socket_sink final : public frame_sink {
 class fifo_sink final : public frame_sink {
  public:
   explicit fifo_sink(std::string path) : path_(std::move(path)) {}
+  // The descriptor is O_NONBLOCK: up to PIPE_BUF bytes go in whole or not at
+  // all, more may go in part. SIGPIPE is ignored by the bus; EPIPE means the
+  // reader closed its end or died.
   write_status write_some(int fd, const iovec* iov, int count, std::size_t& written) override {
-    for (;;) {
-      // The descriptor is O_NONBLOCK: up to PIPE_BUF bytes go in whole or not
-      // at all, more may go in part. SIGPIPE is ignored by the bus.
-      const ssize_t n = ::writev(fd, iov, count);
-      if (n >= 0) {
-        written = static_cast<std::size_t>(n);
-        return write_status::ok;
-      }
-      written = 0;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return write_status::would_block;
-      return write_status::gone;  // EPIPE: the reader closed its end or died
-    }
+    return gather([&] { return ::writev(fd, iov, count); }, written);
   }
   bool gathers() const override { return true; }
   close_watch watch() const override { return close_watch::error; }

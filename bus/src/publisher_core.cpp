@@ -122,10 +122,12 @@ std::vector<frame_ptr> publisher_core::history_snapshot() const {
   return {history_.begin(), history_.end()};
 }
 
-std::error_code publisher_core::publish(std::size_t payload_size, const payload_writer& write) {
+std::error_code publisher_core::publish(std::size_t payload_size, payload_writer_ref write) {
   if (payload_size > settings_.max_message) return make_error_code(errc::message_too_large);
   std::unique_lock lock(publish_mutex_);
-  if (auto ec = wait_for_loan(lock)) return ec;
+  if (closed_ || loan_out_) {  // checked here first: the call is rarely needed
+    if (auto ec = wait_for_loan(lock)) return ec;
+  }
   char* payload = nullptr;
   if (auto ec = start_frame(payload_size, payload, true)) return ec;
   bool written = true;
@@ -228,12 +230,16 @@ std::shared_ptr<encoded_frame> publisher_core::take_spare_frame() {
 }
 
 std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload, bool brief) {
-  frame_ = open_frame{};
+  // frame_ is empty here (finish_frame and cancel_frame leave it so, and a
+  // failed start leaves no buffer): only the fields are set, field by field.
+  frame_.slot = frame_slot{};
   frame_.slot.brief = brief;
+  frame_.start = nullptr;
   frame_.header.sequence = next_sequence_;
   frame_.header.publisher_id = id_;
   frame_.header.publish_time_ns = wall_clock_ns();
   frame_.header.origin_host = bus_->host_id;
+  frame_.header.hop_count = 0;
   if (forwarded_) {
     frame_.header.origin_host = forwarded_->origin_host;
     frame_.header.hop_count = forwarded_->hop_count + 1;

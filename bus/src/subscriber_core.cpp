@@ -186,7 +186,8 @@ void subscriber_core::on_frame(std::uint64_t publisher_id, const frame_view& f) 
   }
   std::lock_guard lock(delivery_mutex_);
   if (closed_) return;
-  account_gap(info);
+  if (link.last_delivered) account_gap(info, *link.last_delivered);
+  else link.last_delivered = &account_gap(info);
   auto& c = stats_->counters();
   if (!handler_(f, info)) {
     c.bad_frames.fetch_add(1, std::memory_order_relaxed);
@@ -203,12 +204,17 @@ void subscriber_core::count_delivery(std::size_t bytes) {
   c.bytes.store(c.bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
 }
 
-void subscriber_core::account_gap(MessageInfo& info) {
-  auto [it, inserted] = last_delivered_.try_emplace(info.publisher_id, 0);
+std::uint64_t& subscriber_core::account_gap(MessageInfo& info) {
+  auto [it, inserted] = last_delivered_.try_emplace(info.publisher_id, info.sequence);
   // The first message seen from a publisher sets the baseline: a subscriber that
   // joins late has not lost what was sent before it existed.
-  if (!inserted && info.sequence > it->second + 1) info.lost_before = info.sequence - it->second - 1;
-  it->second = info.sequence;
+  if (!inserted) account_gap(info, it->second);
+  return it->second;
+}
+
+void subscriber_core::account_gap(MessageInfo& info, std::uint64_t& last_delivered) {
+  if (info.sequence > last_delivered + 1) info.lost_before = info.sequence - last_delivered - 1;
+  last_delivered = info.sequence;
   if (info.lost_before) stats_->counters().lost.fetch_add(info.lost_before, std::memory_order_relaxed);
 }
 

@@ -423,7 +423,12 @@ void ring_publisher::announce(const placement& at) {
   // moves itself (ring_reader::claim_slot), or we see it active here.
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
     layout::slot& s = slot_at(i);
-    if (layout::slot_phase(s.state.load()) != layout::phase_active) continue;
+    const std::uint64_t st = s.state.load();
+    if (layout::slot_phase(st) != layout::phase_active) continue;
+    // A subscriber room_for just passed, in the same state, has a cursor at or
+    // past the value it saw, which is past oldest_kept: its cursor's line (the
+    // one that subscriber writes for every record) is left where it is.
+    if (cursors_seen_[i].state == st && cursors_seen_[i].cursor >= oldest_kept) continue;
     std::uint64_t c = s.cursor.load();
     // Only a newcomer can be there (room_for and make_room keep the others out):
     // frames from before it attached, never counted as its losses.
@@ -500,8 +505,12 @@ void ring_publisher::publish_record() {
 // A system call only when somebody sleeps: the common case costs one atomic
 // add. A subscriber that handed over its eventfd is woken through it, once per
 // sleep (the flag is taken back first); the others share one FUTEX_WAKE.
+//
+// data_futex changes only when somebody waits: a subscriber sets its waiting
+// flag before it looks at the tail (seq_cst, as our tail store before this
+// scan), so either we see the flag here, or it sees the new tail and does not
+// sleep. Bumping it for every record would cost a locked instruction each.
 void ring_publisher::wake_readers() {
-  hdr_->data_futex.fetch_add(1);
   bool futex = false;
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
     layout::slot& s = slot_at(i);
@@ -513,7 +522,10 @@ void ring_publisher::wake_readers() {
     }
     futex = true;
   }
-  if (futex) layout::futex_wake_all(hdr_->data_futex);
+  if (futex) {
+    hdr_->data_futex.fetch_add(1);
+    layout::futex_wake_all(hdr_->data_futex);
+  }
 }
 
 // The slot's state is not checked: whoever registered last for the slot asked

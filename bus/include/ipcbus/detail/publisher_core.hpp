@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <type_traits>
 
 #include <google/protobuf/descriptor.h>
 
@@ -23,6 +24,27 @@
 #include "ipcbus/stats_block.hpp"
 
 namespace ipcbus::detail {
+
+// What publish() calls to write the payload: a callable borrowed for the
+// duration of the call, as a pointer and a trampoline. A std::function would
+// cost a copy of the callable and two indirect calls on every publish.
+class payload_writer_ref {
+ public:
+  // The callable must outlive the call it is passed to (a temporary does).
+  template <typename F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, payload_writer_ref> &&
+             std::is_invocable_r_v<bool, std::remove_reference_t<F>&, char*, std::size_t>)
+  payload_writer_ref(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
+      : callable_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* c, char* out, std::size_t n) {
+          return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(c))(out, n));
+        }) {}
+  bool operator()(char* out, std::size_t n) const { return call_(callable_, out, n); }
+
+ private:
+  void* callable_;
+  bool (*call_)(void*, char*, std::size_t);
+};
 
 class publisher_core {
  public:
@@ -33,7 +55,7 @@ class publisher_core {
   ~publisher_core();
 
   // Encodes a message of `payload_size` bytes written by `write` and sends it.
-  std::error_code publish(std::size_t payload_size, const payload_writer& write);
+  std::error_code publish(std::size_t payload_size, payload_writer_ref write);
   // Publishes a frame that came from another bus (ipcbus-bridge): as publish(),
   // but the frame keeps `origin`'s origin host and publish time and counts one
   // more hop, so that bridges can tell where it entered and stop loops.

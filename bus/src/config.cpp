@@ -54,6 +54,8 @@ constexpr std::uint64_t max_message_limit = 4ull << 30;
 constexpr std::uint64_t max_publish_timeout_ms = 3'600'000;
 constexpr std::uint64_t max_drain_ms = 3'600'000;
 constexpr std::uint64_t max_spin_us = 1'000'000;
+constexpr std::uint64_t max_bridge_timing_ms = 3'600'000;
+constexpr std::uint64_t max_bridge_hops = 255;
 constexpr std::uint64_t max_id = 4'294'967'294u;  // (uid_t)-1 means "no id" to the kernel
 
 constexpr std::array<std::string_view, 5> transports = {"unix", "tcp", "shm", "pipe", "mq"};
@@ -390,9 +392,30 @@ std::filesystem::path config_parser::runtime_dir(const YAML::Node& value,
 
 bridge_settings config_parser::bridge(const YAML::Node& map, const location& at) const {
   bridge_settings result;
-  for_each_key(map, at, {"listen", "peers", "export", "token", "tls"},
+  for_each_key(map, at,
+               {"listen", "peers", "export", "token", "tls", "heartbeat_ms", "link_timeout_ms", "write_stall_ms",
+                "handshake_timeout_ms", "backoff_max_ms", "drain_ms", "max_hops", "queue_bytes"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
-                 if (key == "listen") {
+                 const auto millis = [&](std::uint64_t min) {
+                   return std::chrono::milliseconds(integer(value, value_at, min, max_bridge_timing_ms));
+                 };
+                 if (key == "heartbeat_ms") {
+                   result.heartbeat = millis(1);
+                 } else if (key == "link_timeout_ms") {
+                   result.link_timeout = millis(1);
+                 } else if (key == "write_stall_ms") {
+                   result.write_stall = millis(1);
+                 } else if (key == "handshake_timeout_ms") {
+                   result.handshake_timeout = millis(1);
+                 } else if (key == "backoff_max_ms") {
+                   result.backoff_max = millis(1);
+                 } else if (key == "drain_ms") {
+                   result.drain = millis(0);
+                 } else if (key == "max_hops") {
+                   result.max_hops = static_cast<std::uint32_t>(integer(value, value_at, 1, max_bridge_hops));
+                 } else if (key == "queue_bytes") {
+                   result.queue_bytes = size(value, value_at);
+                 } else if (key == "listen") {
                    if (!value.IsNull() && !(value.IsScalar() && value.Scalar().empty())) {
                      result.listen = uri(value, value_at);
                    }

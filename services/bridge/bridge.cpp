@@ -118,6 +118,12 @@ void bridge::start(std::error_code& ec, std::string& why) {
   for (const auto& p : options_.exports) {
     if (validate_pattern(p, &why)) return fail("export '" + p + "': " + why);
   }
+  // A peer hears from an idle link only through its pings: pinging no more
+  // often than it gives up would make every idle link flap.
+  if (options_.limits.heartbeat >= options_.limits.timeout)
+    return fail("the heartbeat (" + std::to_string(options_.limits.heartbeat.count()) +
+                " ms) must be shorter than the link timeout (" + std::to_string(options_.limits.timeout.count()) +
+                " ms)");
   const int tls_files = !options_.tls_cert.empty() + !options_.tls_key.empty() + !options_.tls_ca.empty();
   if (tls_files != 0 && tls_files != 3) return fail("TLS needs a certificate, its key and a CA file, all three");
   if (tls_files == 3) {

@@ -19,12 +19,16 @@
 
 namespace {
 
+constexpr std::chrono::milliseconds default_drain{2000};
+
 struct flags {
   std::string config_file, domain, runtime_dir, listen, token, token_file, tls_cert, tls_key, tls_ca;
   std::vector<std::string> peers, exports;
   bool no_listen = false;
+  // 0 (and drain_given false): not given, the configuration or the default applies.
   unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
-  unsigned drain_ms = 2000, handshake_timeout_ms = 0, write_stall_ms = 0;
+  unsigned drain_ms = 0, handshake_timeout_ms = 0, write_stall_ms = 0;
+  bool drain_given = false;
   std::uint64_t queue_bytes = 0;
   std::string log_level;
 };
@@ -51,13 +55,22 @@ int run(const flags& f) {
   o.tls_cert = f.tls_cert.empty() ? cfg.tls_cert : f.tls_cert;
   o.tls_key = f.tls_key.empty() ? cfg.tls_key : f.tls_key;
   o.tls_ca = f.tls_ca.empty() ? cfg.tls_ca : f.tls_ca;
-  if (f.backoff_max_ms) o.backoff_max = std::chrono::milliseconds(f.backoff_max_ms);
-  if (f.heartbeat_ms) o.limits.heartbeat = std::chrono::milliseconds(f.heartbeat_ms);
-  if (f.link_timeout_ms) o.limits.timeout = std::chrono::milliseconds(f.link_timeout_ms);
+  // Each timing and limit: the flag, else the configuration, else the default.
+  using std::chrono::milliseconds;
+  const auto pick = [](auto& field, unsigned flag, milliseconds configured) {
+    if (flag) field = milliseconds(flag);
+    else if (configured.count()) field = configured;
+  };
+  pick(o.backoff_max, f.backoff_max_ms, cfg.backoff_max);
+  pick(o.limits.heartbeat, f.heartbeat_ms, cfg.heartbeat);
+  pick(o.limits.timeout, f.link_timeout_ms, cfg.link_timeout);
+  pick(o.limits.handshake_timeout, f.handshake_timeout_ms, cfg.handshake_timeout);
+  pick(o.limits.write_stall, f.write_stall_ms, cfg.write_stall);
   if (f.max_hops) o.max_hops = f.max_hops;
-  if (f.handshake_timeout_ms) o.limits.handshake_timeout = std::chrono::milliseconds(f.handshake_timeout_ms);
-  if (f.write_stall_ms) o.limits.write_stall = std::chrono::milliseconds(f.write_stall_ms);
+  else if (cfg.max_hops) o.max_hops = cfg.max_hops;
   if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
+  else if (cfg.queue_bytes) o.limits.queue_bytes = cfg.queue_bytes;
+  const milliseconds drain = f.drain_given ? milliseconds(f.drain_ms) : cfg.drain.value_or(default_drain);
   // A frame is at most the largest max_message of any rule plus its header;
   // a record carrying it a little more.
   std::uint64_t largest = bo.cfg->defaults.max_message;
@@ -83,6 +96,12 @@ int run(const flags& f) {
   ipcbus::log_line(ipcbus::log_level::info, "bridge: domain '" + bus.domain() + "' listening on '" + o.listen +
                                                 "', " + std::to_string(o.peers.size()) + " peer(s) to dial");
   if (!o.listen.empty()) std::cout << "listening " << b.listen_port() << std::endl;  // tests and scripts read it
+  // What the links run with, wherever each figure came from.
+  std::cout << "settings heartbeat_ms " << o.limits.heartbeat.count() << " link_timeout_ms "
+            << o.limits.timeout.count() << " write_stall_ms " << o.limits.write_stall.count()
+            << " handshake_timeout_ms " << o.limits.handshake_timeout.count() << " backoff_max_ms "
+            << o.backoff_max.count() << " drain_ms " << drain.count() << " max_hops " << o.max_hops
+            << " queue_bytes " << o.limits.queue_bytes << std::endl;
   // SIGHUP reloads the configuration as in every ipcbus process (topic rules
   // for what is created afterwards, docs/architecture.md) and takes its export
   // patterns; the rest of `bridge:` (listen, peers, token, TLS) is fixed for
@@ -115,7 +134,7 @@ int run(const flags& f) {
           // The first SIGINT/SIGTERM lets the links send what is queued (up to
           // --drain-ms); a second one stops at once.
           ipcbus::log_line(ipcbus::log_level::info, "bridge: stopping: sending what is queued");
-          b.drain(std::chrono::milliseconds(f.drain_ms), [&] { io.stop(); });
+          b.drain(drain, [&] { io.stop(); });
         }
         signals.async_wait(on_signal);
       };
@@ -157,12 +176,13 @@ int main(int argc, char** argv) {
                  "Close a connection whose handshake is not done after this long (default 2000)");
   app.add_option("--max-hops", f.max_hops, "Carry a frame over at most this many links, passing on included (default 4)");
   app.add_option("--drain-ms", f.drain_ms,
-                 "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000)");
+                 "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000; 0: none)");
   app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");
   app.add_option("--log-level", f.log_level, "error, warn, info or debug (default: $IPCBUS_LOG, else warn)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   try {
     app.parse(argc, argv);
+    f.drain_given = app.count("--drain-ms") > 0;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::cerr << "ipcbus-bridge: " << e.what() << "\nRun 'ipcbus-bridge --help' for usage.\n";

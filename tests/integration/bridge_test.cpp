@@ -21,6 +21,7 @@
 #include <mutex>
 #include <initializer_list>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "bridge_wire.hpp"
@@ -1449,6 +1450,57 @@ BOOST_AUTO_TEST_CASE(idle_connections_do_not_keep_a_real_peer_out) {
              status_text(a));
 }
 
+namespace {
+
+// The figures of the bridge's "settings" line, by name (empty until printed).
+std::map<std::string, std::string> printed_settings(const child_process& bridge) {
+  std::map<std::string, std::string> out;
+  const std::string text = bridge.output();
+  const auto at = text.find("settings ");
+  if (at == std::string::npos || text.find('\n', at) == std::string::npos) return out;
+  std::istringstream line(text.substr(at + 9, text.find('\n', at) - at - 9));
+  std::string key, value;
+  while (line >> key >> value) out[key] = value;
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(link_timings_come_from_the_configuration_and_flags_override_them) {
+  site a("a");
+  a.config = a.domain.write_config(
+      "bridge: { token: \"s3cret\", export: [\"#\"], heartbeat_ms: 250, link_timeout_ms: 2500,\n"
+      "          write_stall_ms: 12000, handshake_timeout_ms: 900, backoff_max_ms: 4000, drain_ms: 0,\n"
+      "          max_hops: 2, queue_bytes: 1MiB }\n");
+  a.start_bridge({});
+  BOOST_REQUIRE(eventually([&] { return !printed_settings(*a.bridge).empty(); }, 10s));
+  auto got = printed_settings(*a.bridge);
+  // start_bridge passes --backoff-max-ms 300: the flag wins over the file's 4000.
+  const std::map<std::string, std::string> from_file{
+      {"heartbeat_ms", "250"},   {"link_timeout_ms", "2500"}, {"write_stall_ms", "12000"},
+      {"handshake_timeout_ms", "900"}, {"backoff_max_ms", "300"}, {"drain_ms", "0"},
+      {"max_hops", "2"},         {"queue_bytes", "1048576"}};
+  BOOST_TEST((got == from_file), a.bridge->output());
+  // Flags override the file, one by one; the rest still comes from the file.
+  a.start_bridge({}, {"--heartbeat-ms", "100", "--drain-ms", "700", "--max-hops", "5"});
+  BOOST_REQUIRE(eventually([&] { return !printed_settings(*a.bridge).empty(); }, 10s));
+  got = printed_settings(*a.bridge);
+  BOOST_TEST(got["heartbeat_ms"] == "100");
+  BOOST_TEST(got["drain_ms"] == "700");
+  BOOST_TEST(got["max_hops"] == "5");
+  BOOST_TEST(got["link_timeout_ms"] == "2500");
+  BOOST_TEST(got["queue_bytes"] == "1048576");
+  // Neither: the built-in defaults.
+  site b("b");
+  b.start_bridge({});
+  BOOST_REQUIRE(eventually([&] { return !printed_settings(*b.bridge).empty(); }, 10s));
+  got = printed_settings(*b.bridge);
+  BOOST_TEST(got["heartbeat_ms"] == "500");
+  BOOST_TEST(got["link_timeout_ms"] == "3000");
+  BOOST_TEST(got["drain_ms"] == "2000");
+  BOOST_TEST(got["max_hops"] == "4");
+}
+
 BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
   site a("a");
   child_process p(built_program("ipcbus-bridge"),
@@ -1458,6 +1510,11 @@ BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {
   child_process q(built_program("ipcbus-bridge"), {"--config", a.config.string(), "--no-listen"});
   const int qs = q.wait(10s);
   BOOST_TEST((WIFEXITED(qs) && WEXITSTATUS(qs) == 2));
+  // Pings no more often than the peer gives up: every idle link would flap.
+  child_process r(built_program("ipcbus-bridge"), {"--config", a.config.string(), "--listen", "tcp://127.0.0.1:0",
+                                                   "--heartbeat-ms", "3000", "--link-timeout-ms", "3000"});
+  const int rs = r.wait(10s);
+  BOOST_TEST((WIFEXITED(rs) && WEXITSTATUS(rs) == 2));
 }
 
 namespace {

@@ -294,23 +294,13 @@ link::push_result link::push(const topic_info& t, const frame_view& frame, const
     queue_bytes_ += e.bytes.size();
     queue_.push_back(std::move(e));
   }
-  scratch_.Clear();
-  auto* data = scratch_.mutable_data();
-  data->set_topic_id(id_it->second);
-  // The Frame as the publisher encoded it, without the stream's length prefix.
-  std::string* bytes = data->mutable_frame();
-  bytes->resize(delimited_frame_size(frame.header, frame.payload.size()));
-  encode_delimited_frame_to(bytes->data(), frame.header, frame.payload.size(), [&](char* out, std::size_t n) {
-    std::memcpy(out, frame.payload.data(), n);
-    return true;
-  });
-  std::uint32_t length = 0;
-  std::size_t prefix = 0;
-  read_length_prefix(*bytes, length, prefix);
-  bytes->erase(0, prefix);
   entry e;
   e.data = true;
-  append_record(scratch_, e.bytes);
+  // The Frame as the publisher encoded it, written straight into the record.
+  if (!append_data_record(id_it->second, frame.header, frame.payload, e.bytes)) {
+    counters_->dropped.fetch_add(1, std::memory_order_relaxed);
+    return push_result::dropped;
+  }
   queue_bytes_ += e.bytes.size();
   ++queue_data_;
   queue_.push_back(std::move(e));

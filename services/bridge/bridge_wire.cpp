@@ -3,7 +3,9 @@
 #include <sys/random.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 
@@ -14,6 +16,28 @@
 #include "ipcbus/frame_codec.hpp"
 
 namespace ipcbus::bridge {
+
+namespace {
+
+std::size_t varint_size(std::uint64_t v) {
+  std::size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+char* put_varint(char* out, std::uint64_t v) {
+  for (; v >= 0x80; v >>= 7) *out++ = static_cast<char>(v | 0x80);
+  *out++ = static_cast<char>(v);
+  return out;
+}
+
+// Protobuf tags (field number << 3 | wire type): BridgeRecord.data = 5 and
+// BridgeData.frame = 2 are length-delimited (2), BridgeData.topic_id = 1 a varint (0).
+constexpr char record_data_tag = (5 << 3) | 2;
+constexpr char data_topic_id_tag = (1 << 3) | 0;
+constexpr char data_frame_tag = (2 << 3) | 2;
+
+}  // namespace
 
 bool record_reader::fail(std::string why) {
   error_ = std::move(why);
@@ -43,6 +67,50 @@ bool record_reader::feed(std::string_view bytes) {
   return true;
 }
 
+namespace {
+
+// A varint of at most `max_bytes` bytes at `in`; false if it is longer, or
+// runs past the end.
+bool take_varint(std::string_view& in, std::uint64_t& value, std::size_t max_bytes) {
+  value = 0;
+  for (std::size_t i = 0; i < in.size() && i < max_bytes; ++i) {
+    const auto byte = static_cast<std::uint8_t>(in[i]);
+    value |= std::uint64_t{byte & 0x7fu} << (7 * i);
+    if (byte < 0x80) {
+      in.remove_prefix(i + 1);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+// The shape append_data_record writes, read without protobuf's general parser
+// (which costs more than the rest of a small frame's trip through the
+// bridge). Anything else, however valid (fields in another order, unknown
+// fields, a varint longer than five bytes), is left to
+// ParseFromArray: false, and `out` untouched.
+bool record_reader::read_data_record(std::string_view body, BridgeRecord& out) {
+  std::uint64_t data_bytes = 0, topic_id = 0, frame_bytes = 0;
+  if (body.empty() || body[0] != record_data_tag) return false;
+  body.remove_prefix(1);
+  if (!take_varint(body, data_bytes, 5) || data_bytes != body.size()) return false;
+  if (!body.empty() && body[0] == data_topic_id_tag) {
+    body.remove_prefix(1);
+    if (!take_varint(body, topic_id, 5) || topic_id > UINT32_MAX) return false;
+  }
+  if (body.empty() || body[0] != data_frame_tag) return false;
+  body.remove_prefix(1);
+  if (!take_varint(body, frame_bytes, 5) || frame_bytes != body.size()) return false;
+  // The oneof's message is kept from record to record when it was data too.
+  if (!out.has_data()) out.Clear();
+  BridgeData* data = out.mutable_data();
+  data->set_topic_id(static_cast<std::uint32_t>(topic_id));
+  data->mutable_frame()->assign(body.data(), body.size());
+  return true;
+}
+
 bool record_reader::next(BridgeRecord& out) {
   if (!error_.empty()) return false;
   const std::string_view rest = std::string_view(buffer_).substr(consumed_);
@@ -57,7 +125,8 @@ bool record_reader::next(BridgeRecord& out) {
   if (length > max_record_)
     return fail("record of " + std::to_string(length) + " bytes is over the limit of " + std::to_string(max_record_));
   if (rest.size() - prefix < length) return false;
-  if (!out.ParseFromArray(rest.data() + prefix, static_cast<int>(length)))
+  const std::string_view body = rest.substr(prefix, length);
+  if (!read_data_record(body, out) && !out.ParseFromArray(body.data(), static_cast<int>(body.size())))
     return fail("record does not parse as ipcbus.BridgeRecord");
   consumed_ += prefix + length;
   if (consumed_ == buffer_.size()) {
@@ -121,6 +190,32 @@ std::string printable(std::string_view text, std::size_t max) {
   out.resize(fits);
   if (max >= cut.size()) out += cut;
   return out;
+}
+
+
+bool append_data_record(std::uint32_t topic_id, const frame_header& header, std::string_view payload,
+                        std::string& out) {
+  const std::size_t frame_bytes = frame_size(header, payload.size());
+  // proto3 leaves a field at its default (topic id 0) out.
+  const std::size_t data_bytes =
+      (topic_id ? 1 + varint_size(topic_id) : 0) + 1 + delimited_size(frame_bytes);
+  const std::size_t record_bytes = 1 + varint_size(data_bytes) + data_bytes;
+  // Protobuf parses at most 2 GiB - 1 as one message.
+  if (record_bytes > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) return false;
+  const std::size_t at = out.size();
+  out.resize(at + varint_size(record_bytes) + record_bytes);
+  char* p = put_varint(out.data() + at, record_bytes);
+  *p++ = record_data_tag;
+  p = put_varint(p, data_bytes);
+  if (topic_id) {
+    *p++ = data_topic_id_tag;
+    p = put_varint(p, topic_id);
+  }
+  *p++ = data_frame_tag;
+  // The frame's own length prefix is the field's length.
+  p = encode_delimited_frame_header(p, header, payload.size(), frame_bytes);
+  if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+  return true;
 }
 
 void append_record(const BridgeRecord& record, std::string& out) {

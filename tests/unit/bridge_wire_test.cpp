@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE bridge_wire
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
+
 #include "bridge_wire.hpp"
 #include "duplicate_filter.hpp"
 
@@ -51,6 +53,81 @@ BOOST_AUTO_TEST_CASE(many_records_in_one_read_all_come_out) {
   while (reader.next(r)) ++n;
   BOOST_TEST(n == 100);
   BOOST_TEST(reader.error().empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_data_record_written_directly_is_the_record_protobuf_would_write) {
+  // Sizes around the varint steps of every length involved (127/128 bytes,
+  // 16383/16384) and topic ids of one and two bytes, including 0 (left out).
+  for (const std::uint32_t topic_id : {0u, 1u, 127u, 128u, 300000u}) {
+    for (const std::size_t size : {0u, 1u, 64u, 100u, 127u, 128u, 16'300u, 16'384u, 70'000u}) {
+      ipcbus::frame_header h;
+      h.sequence = 1'000'000'007;
+      h.publisher_id = 0x0123'4567'89ab'cdefULL;
+      h.publish_time_ns = 1'700'000'000'123'456'789;
+      h.origin_host = 42;
+      h.hop_count = 2;
+      h.payload_type = "ipcbus.test.Sample";
+      const std::string payload(size, 'p');
+      std::string direct = "x";  // appended after what is there
+      BOOST_REQUIRE(ipcbus::bridge::append_data_record(topic_id, h, payload, direct));
+      BridgeRecord expected;
+      expected.mutable_data()->set_topic_id(topic_id);
+      std::string frame;
+      BOOST_REQUIRE(ipcbus::encode_delimited_frame(h, payload.size(), [&](char* out, std::size_t n) {
+        std::memcpy(out, payload.data(), n);
+        return true;
+      }, frame));
+      std::uint32_t length = 0;
+      std::size_t prefix = 0;
+      BOOST_REQUIRE(ipcbus::read_length_prefix(frame, length, prefix) == ipcbus::prefix_status::complete);
+      expected.mutable_data()->set_frame(frame.substr(prefix));
+      std::string via_protobuf = "x";
+      append_record(expected, via_protobuf);
+      BOOST_TEST((direct == via_protobuf), "topic " << topic_id << ", payload " << size);
+      // And it reads back as that frame.
+      record_reader reader(1 << 20);
+      BOOST_REQUIRE(reader.feed(std::string_view(direct).substr(1)));
+      BridgeRecord r;
+      BOOST_REQUIRE(reader.next(r));
+      ipcbus::frame_view v;
+      BOOST_REQUIRE(!ipcbus::decode_frame(r.data().frame(), v));
+      BOOST_TEST(r.data().topic_id() == topic_id);
+      BOOST_TEST(v.header.sequence == h.sequence);
+      BOOST_TEST(v.header.hop_count == h.hop_count);
+      BOOST_TEST((v.payload == payload));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(data_records_in_other_valid_shapes_still_read_and_broken_ones_are_errors) {
+  // The frame field before the topic id, then an unknown field: valid
+  // protobuf that the reader's own fast path does not take.
+  const std::string frame = "\x08\x01";  // any bytes: the reader does not look inside
+  std::string data;
+  data += '\x12';
+  data += static_cast<char>(frame.size());
+  data += frame;
+  data += "\x08\x07";      // topic_id 7
+  data += "\x18\x05";      // field 3, unknown
+  std::string body = "\x2a";
+  body += static_cast<char>(data.size());
+  body += data;
+  std::string stream(1, static_cast<char>(body.size()));
+  stream += body;
+  // The fast path's shape, its frame length one byte short of the record: an
+  // error (protobuf's too), not a read past the end.
+  std::string bad_body = "\x2a\x05\x08\x07\x12\x03\x41\x42";
+  std::string bad(1, static_cast<char>(bad_body.size()));
+  bad += bad_body;
+  record_reader reader(4096);
+  BOOST_REQUIRE(reader.feed(stream));
+  BridgeRecord r;
+  BOOST_REQUIRE(reader.next(r));
+  BOOST_TEST(r.data().topic_id() == 7u);
+  BOOST_TEST(r.data().frame() == frame);
+  BOOST_REQUIRE(reader.feed(bad));
+  BOOST_TEST(!reader.next(r));
+  BOOST_TEST(!reader.error().empty());
 }
 
 BOOST_AUTO_TEST_CASE(a_length_over_the_limit_is_refused_before_its_bytes_are_kept) {

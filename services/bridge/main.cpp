@@ -24,7 +24,7 @@ struct flags {
   std::vector<std::string> peers, exports;
   bool no_listen = false;
   unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
-  unsigned drain_ms = 2000, handshake_timeout_ms = 0, write_stall_ms = 0;
+  unsigned drain_ms = 2000, handshake_timeout_ms = 0, write_stall_ms = 0, linger_ms = 0;
   std::uint64_t queue_bytes = 0;
   std::string log_level;
 };
@@ -58,6 +58,7 @@ int run(const flags& f) {
   if (f.handshake_timeout_ms) o.limits.handshake_timeout = std::chrono::milliseconds(f.handshake_timeout_ms);
   if (f.write_stall_ms) o.limits.write_stall = std::chrono::milliseconds(f.write_stall_ms);
   if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
+  if (f.linger_ms) o.republisher_linger = std::chrono::milliseconds(f.linger_ms);
   // A frame is at most the largest max_message of any rule plus its header;
   // a record carrying it a little more.
   std::uint64_t largest = bo.cfg->defaults.max_message;
@@ -158,6 +159,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-hops", f.max_hops, "Carry a frame over at most this many links, passing on included (default 4)");
   app.add_option("--drain-ms", f.drain_ms,
                  "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000)");
+  app.add_option("--linger-ms", f.linger_ms,
+                 "Keep a topic's republisher this long after the last link bringing it ended, for a link that "
+                 "comes back (default: twice the link timeout + backoff max + handshake timeout)");
   app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");
   app.add_option("--log-level", f.log_level, "error, warn, info or debug (default: $IPCBUS_LOG, else warn)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));

@@ -394,7 +394,7 @@ bridge_settings config_parser::bridge(const YAML::Node& map, const location& at)
   bridge_settings result;
   for_each_key(map, at,
                {"listen", "peers", "export", "token", "tls", "heartbeat_ms", "link_timeout_ms", "write_stall_ms",
-                "handshake_timeout_ms", "backoff_max_ms", "drain_ms", "max_hops", "queue_bytes"},
+                "handshake_timeout_ms", "backoff_max_ms", "linger_ms", "drain_ms", "max_hops", "queue_bytes"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
                  const auto millis = [&](std::uint64_t min) {
                    return std::chrono::milliseconds(integer(value, value_at, min, max_bridge_timing_ms));
@@ -409,6 +409,8 @@ bridge_settings config_parser::bridge(const YAML::Node& map, const location& at)
                    result.handshake_timeout = millis(1);
                  } else if (key == "backoff_max_ms") {
                    result.backoff_max = millis(1);
+                 } else if (key == "linger_ms") {
+                   result.linger = millis(1);
                  } else if (key == "drain_ms") {
                    result.drain = millis(0);
                  } else if (key == "max_hops") {

@@ -267,8 +267,11 @@ void bridge::finish_links() {
 void bridge::check_drained() {
   if (stopped_) return;
   reap_workers();
-  if ((links_.empty() && retiring_.empty()) || std::chrono::steady_clock::now() >= drain_deadline_) {
-    if (!links_.empty() || !retiring_.empty())
+  // No link comes back during a drain: what nothing republishes through any more is closed now.
+  close_idle_republishers(true);
+  if ((links_.empty() && retiring_.empty() && republishers_.empty()) ||
+      std::chrono::steady_clock::now() >= drain_deadline_) {
+    if (!links_.empty() || !retiring_.empty() || !republishers_.empty())
       log_line(log_level::warn, "bridge: stopping with frames still queued or being republished: they are dropped");
     stop();
     if (auto done = std::move(drained_)) done();
@@ -324,6 +327,9 @@ void bridge::stop() {
   for (auto& w : retiring_) w->abort();
   for (auto& w : retiring_) w->join();
   retiring_.clear();
+  // No worker republishes any more: the republishers close at once, without draining.
+  for (auto& [topic, r] : republishers_) r.publisher->close(std::chrono::milliseconds(0));
+  republishers_.clear();
   registration_.reset();
 }
 
@@ -582,6 +588,27 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     l.inbound.emplace(t.id(), std::move(in));
     return;
   }
+  // The topic is republished here already (another link brings it, or an
+  // earlier link that may come back): this link goes on through the same
+  // publisher, so local subscribers see one publisher whose sequence shows
+  // what went missing between the links. Only with the same type: one
+  // publisher has one type, and its subscribers decode with it.
+  if (auto found = republishers_.find(t.topic()); found != republishers_.end()) {
+    auto& r = found->second;
+    if (r.type_name != t.type_name()) {
+      ++bad_records_;
+      log_line(log_level::warn, "bridge: " + l.peer_name() + " announced topic '" + printable(t.topic()) +
+                                    "' as " + printable(t.type_name()) + ", but it is republished here as " +
+                                    printable(r.type_name) + ": its frames from this link are dropped");
+      l.inbound.emplace(t.id(), std::move(in));
+      return;
+    }
+    ++r.links;
+    in.publisher = r.publisher;
+    in.onward_info = r.onward_info;
+    l.inbound.emplace(t.id(), std::move(in));
+    return;
+  }
   // The type's descriptors go into our registry entry, so tools here decode
   // the topic as they would a local one. A set that does not build is logged
   // and the topic carried without them.
@@ -619,6 +646,14 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     info->qos = settings.qos;
     info->timeout = settings.publish_timeout;
     in.onward_info = std::move(info);
+    // Bounded as the links' topics are: a republisher is made only for a
+    // topic we declared interest in, at most max_topics_per_link per link;
+    // those no link uses any more are bounded in close_idle_republishers.
+    auto& r = republishers_[t.topic()];
+    r.publisher = in.publisher;
+    r.type_name = t.type_name();
+    r.onward_info = in.onward_info;
+    r.links = 1;
   }
   l.inbound.emplace(t.id(), std::move(in));
 }
@@ -741,16 +776,66 @@ republish_worker& bridge::worker_for(link& l) {
 }
 
 void bridge::retire_worker(link& l, std::chrono::milliseconds drain, bool drop_queued) {
-  std::vector<std::shared_ptr<detail::publisher_core>> publishers;
+  // The republishers are the bridge's, not the link's: they linger for a link
+  // that comes back (close_idle_republishers). The worker's queued jobs hold
+  // them meanwhile, so none is closed under a republish still to come.
   for (auto& [id, in] : l.inbound)
-    if (in.publisher) publishers.push_back(std::move(in.publisher));
+    if (in.publisher) release_republisher(in.topic);
   l.inbound.clear();
-  if (!l.worker) {  // not expected: a republisher comes with the worker
-    for (auto& p : publishers) p->close(std::chrono::milliseconds(0));
-    return;
-  }
-  l.worker->retire(std::move(publishers), drain, drop_queued);
+  if (!l.worker) return;
+  l.worker->retire({}, drain, drop_queued);
   retiring_.push_back(std::move(l.worker));
+}
+
+std::chrono::milliseconds bridge::republisher_linger() const {
+  if (options_.republisher_linger.count() > 0) return options_.republisher_linger;
+  // Long enough for a cut link to come back. After this side gave the link
+  // up, the peer may notice only up to a link timeout later; the dialing
+  // side then waits up to backoff_max (plus a quarter of jitter) and the
+  // handshake takes up to its timeout. Twice that leaves room for one
+  // attempt that fails (e.g. refused while the other side still held the old
+  // link). With the defaults: 14 s, the time a republisher nobody feeds stays
+  // in `ipcbus list`.
+  return 2 * (options_.limits.timeout + options_.backoff_max + options_.limits.handshake_timeout);
+}
+
+void bridge::release_republisher(const std::string& topic) {
+  const auto it = republishers_.find(topic);
+  if (it == republishers_.end() || it->second.links == 0) return;
+  if (--it->second.links == 0) it->second.idle_since = std::chrono::steady_clock::now();
+}
+
+void bridge::close_idle_republishers(bool at_once) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto linger = republisher_linger();
+  std::vector<std::shared_ptr<detail::publisher_core>> closing;
+  std::vector<std::map<std::string, republisher>::iterator> idle;
+  for (auto it = republishers_.begin(); it != republishers_.end(); ++it)
+    if (it->second.links == 0) idle.push_back(it);
+  // Bounded: a peer that comes and goes with ever other topics leaves at most
+  // max_topics_per_link idle ones behind; the longest idle go first.
+  std::sort(idle.begin(), idle.end(),
+            [](const auto& a, const auto& b) { return a->second.idle_since < b->second.idle_since; });
+  const std::size_t limit = options_.max_topics_per_link;
+  const std::size_t excess = idle.size() > limit ? idle.size() - limit : 0;
+  for (std::size_t i = 0; i < idle.size(); ++i) {
+    auto& r = idle[i]->second;
+    // Still held by a retiring link's worker (frames it received before its
+    // link ended, still being republished): closing now would drop them.
+    // The worker lets go when it is done, bounded by the topic's publish_timeout.
+    const bool in_use = r.publisher.use_count() > 1;
+    if (i < excess || (!in_use && (at_once || now - r.idle_since >= linger))) {
+      closing.push_back(std::move(r.publisher));
+      republishers_.erase(idle[i]);
+    }
+  }
+  if (closing.empty()) return;
+  // Closing drains each for up to 100 ms, as a link's worker did when the
+  // republishers were its own: on a thread of its own, not on the io thread.
+  // It counts among the retiring workers: a drain waits for it, stop() cuts it short.
+  auto closer = std::make_shared<republish_worker>(std::make_shared<link_counters>(), options_.republish, nullptr);
+  closer->retire(std::move(closing), std::chrono::milliseconds(100), false);
+  retiring_.push_back(std::move(closer));
 }
 
 void bridge::reap_workers() {
@@ -773,6 +858,7 @@ void bridge::arm_rescan() {
 void bridge::rescan() {
   if (stopped_) return;
   reap_workers();
+  close_idle_republishers(draining_);
   last_listing_ = list_participants(bus_.domain_directory());
   const int self = ::getpid();
   std::set<std::string> patterns;

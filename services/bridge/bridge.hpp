@@ -6,8 +6,10 @@
 // its other peers declared to it, never a peer's own back to that peer. A
 // bridge subscribes to a local topic only while the topic is exported and some
 // peer is interested, and sends what entered the bus here to those peers. The
-// receiving bridge republishes a frame through a publisher of its own, keeping
-// the origin and counting the hop, and passes it on to its other interested
+// receiving bridge republishes a frame through a publisher of its own (one
+// per topic, shared by the links that bring it and lingering after them, so
+// a cut link that comes back shows its losses as a gap; see republisher),
+// keeping the origin and counting the hop, and passes it on to its other interested
 // peers (transit), never back to the link it came by. Every frame keeps its
 // origin bus, origin publisher and sequence: a copy that arrives by a second
 // path is dropped (duplicate_filter; only passed on when it came by fewer hops
@@ -62,6 +64,10 @@ struct bridge_options {
   std::size_t max_topics_per_link = 1024;
   link_limits limits;
   republish_worker::limits republish;  // received, not yet republished, per link
+  // How long a topic's republisher outlives the last link that brought the
+  // topic, so that a link that comes back continues it. 0: derived from the
+  // limits above (see bridge::republisher_linger).
+  std::chrono::milliseconds republisher_linger{0};
 };
 
 class bridge {
@@ -84,6 +90,9 @@ class bridge {
   bool set_exports(std::vector<std::string> exports, std::string& why);
   // The port actually listened on (for tcp://...:0).
   unsigned short listen_port() const;
+  // How long a republisher no link uses is kept (options.republisher_linger,
+  // else derived from the link limits).
+  std::chrono::milliseconds republisher_linger() const;
 
  private:
   struct dialer {
@@ -184,6 +193,25 @@ class bridge {
   // The links a frame received from `from` on topic `in` is passed on to.
   const std::vector<std::shared_ptr<link>>& onward_links(link& from, link::inbound_topic& in);
   std::size_t local_subscribers_for(const std::string& topic) const;
+  // A topic republished here. One publisher per topic, shared by every link
+  // that brings the topic and outliving them for a while: a link that is cut
+  // and comes back (or a peer bridge that restarts, or a second link with the
+  // same topic) republishes through the same publisher, so local subscribers
+  // see the same publisher id and what was lost meanwhile as a gap in its
+  // sequence (the duplicate filter's `lost`), not a new publisher.
+  struct republisher {
+    std::shared_ptr<detail::publisher_core> publisher;
+    std::string type_name;  // as the first link announced it: another type is refused
+    std::shared_ptr<const topic_info> onward_info;
+    std::size_t links = 0;  // inbound topics of links that use it now
+    std::chrono::steady_clock::time_point idle_since;  // when `links` fell to 0
+  };
+  // Io thread: a link no longer uses the topic's republisher.
+  void release_republisher(const std::string& topic);
+  // Io thread: closes the republishers no link has used for the linger (all
+  // unused ones with `at_once`), off this thread. One a retiring worker still
+  // republishes through is kept until it is done.
+  void close_idle_republishers(bool at_once);
 
   boost::asio::io_context& io_;
   Bus& bus_;
@@ -201,6 +229,7 @@ class bridge {
   std::vector<std::string> interest_;         // what our local subscribers listen to
   std::vector<participant_record> last_listing_;
   std::map<std::string, std::shared_ptr<route>> routes_;
+  std::map<std::string, republisher> republishers_;  // by topic
   std::unique_ptr<directory_watcher> watcher_;
   boost::asio::steady_timer rescan_timer_;
   bool rescan_posted_ = false;

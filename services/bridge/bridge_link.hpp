@@ -152,7 +152,9 @@ class link : public std::enable_shared_from_this<link> {
   std::vector<std::pair<std::string, std::uint32_t>> declared_interest;
   struct inbound_topic {
     std::string topic;
-    std::shared_ptr<detail::publisher_core> publisher;  // null: refused, frames are counted as dropped
+    // The bridge's republisher of the topic, shared with other links (see
+    // bridge::republisher). Null: refused, frames are counted as dropped.
+    std::shared_ptr<detail::publisher_core> publisher;
     // What the topic is passed on as to our other peers (transit), and to
     // which of them: recomputed when the bridge's routing generation moved on.
     std::shared_ptr<const topic_info> onward_info;

@@ -27,7 +27,7 @@ struct flags {
   bool no_listen = false;
   // 0 (and drain_given false): not given, the configuration or the default applies.
   unsigned backoff_max_ms = 0, heartbeat_ms = 0, link_timeout_ms = 0, max_hops = 0;
-  unsigned drain_ms = 0, handshake_timeout_ms = 0, write_stall_ms = 0;
+  unsigned drain_ms = 0, handshake_timeout_ms = 0, write_stall_ms = 0, linger_ms = 0;
   bool drain_given = false;
   std::uint64_t queue_bytes = 0;
   std::string log_level;
@@ -70,6 +70,7 @@ int run(const flags& f) {
   else if (cfg.max_hops) o.max_hops = cfg.max_hops;
   if (f.queue_bytes) o.limits.queue_bytes = f.queue_bytes;
   else if (cfg.queue_bytes) o.limits.queue_bytes = cfg.queue_bytes;
+  pick(o.republisher_linger, f.linger_ms, cfg.linger);
   const milliseconds drain = f.drain_given ? milliseconds(f.drain_ms) : cfg.drain.value_or(default_drain);
   // A frame is at most the largest max_message of any rule plus its header;
   // a record carrying it a little more.
@@ -100,7 +101,7 @@ int run(const flags& f) {
   std::cout << "settings heartbeat_ms " << o.limits.heartbeat.count() << " link_timeout_ms "
             << o.limits.timeout.count() << " write_stall_ms " << o.limits.write_stall.count()
             << " handshake_timeout_ms " << o.limits.handshake_timeout.count() << " backoff_max_ms "
-            << o.backoff_max.count() << " drain_ms " << drain.count() << " max_hops " << o.max_hops
+            << o.backoff_max.count() << " linger_ms " << b.republisher_linger().count() << " drain_ms " << drain.count() << " max_hops " << o.max_hops
             << " queue_bytes " << o.limits.queue_bytes << std::endl;
   // SIGHUP reloads the configuration as in every ipcbus process (topic rules
   // for what is created afterwards, docs/architecture.md) and takes its export
@@ -177,6 +178,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-hops", f.max_hops, "Carry a frame over at most this many links, passing on included (default 4)");
   app.add_option("--drain-ms", f.drain_ms,
                  "On SIGINT/SIGTERM, how long queued frames may take to reach peers (default 2000; 0: none)");
+  app.add_option("--linger-ms", f.linger_ms,
+                 "Keep a topic's republisher this long after the last link bringing it ended, for a link that "
+                 "comes back (default: twice the link timeout + backoff max + handshake timeout)");
   app.add_option("--queue-bytes", f.queue_bytes, "Bytes queued per peer before QoS applies (default 8 MiB)");
   app.add_option("--log-level", f.log_level, "error, warn, info or debug (default: $IPCBUS_LOG, else warn)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));

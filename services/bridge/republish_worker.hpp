@@ -11,6 +11,13 @@
 // `on_room`. Each link has its own worker, so one slow subscriber holds up
 // only the link that feeds it.
 //
+// The publishers are the bridge's, one per topic, and several links' workers
+// may republish through the same one (a link that came back while the old
+// one's worker still empties its queue, two peers with the same topic):
+// publisher_core serialises publishes, and a frame's `lost` is skipped under
+// the same lock as its publish, so the sequence numbers add up whichever
+// worker comes first. A worker closes only the publishers handed to retire().
+//
 // Thread-safety: the public functions on the bridge's io thread; the work and
 // `on_room` on the worker's thread.
 #pragma once
@@ -71,7 +78,9 @@ class republish_worker {
   // republish in progress is cut short (its publisher's endpoint closes, so
   // a wait for room in a slow local subscriber's queue ends now, not after
   // the topic's publish_timeout; that frame counts as dropped). The thread
-  // then closes its publishers without draining and ends.
+  // then closes its publishers without draining and ends. Cutting short
+  // closes that publisher's endpoint for every worker sharing it: only for
+  // the bridge's stop, which closes them all.
   void abort();
   // Nothing queued and no republish in progress.
   bool idle() const;

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <initializer_list>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -710,13 +711,159 @@ BOOST_AUTO_TEST_CASE(a_cut_link_is_noticed_and_reconnects) {
   auto pub = a.bus->advertise<Sample>("c/x");
   std::uint64_t probe = 0;
   wait_until_flowing(pub, {&at_b}, probe);
-  // A frozen peer says nothing: after the link timeout a's side gives up on it.
+  // b's status row is rewritten about once a second and its first one says
+  // "connecting": "up" first, so that "not up" below means the cut was seen.
+  const auto b_link = [&](const std::function<bool(const ipcbus::BridgeLinkStatus&)>& check) {
+    const auto st = b.status();
+    return st && st->links_size() == 1 && check(st->links(0));
+  };
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return b_link([](const auto& l) { return l.state() == "up"; }); }, 20s),
+                        status_text(b));
+  // A frozen peer says nothing: after the link timeout b's side gives up on it.
   a.bridge->signal(SIGSTOP);
-  BOOST_TEST(eventually([&] { return b.links_up() == 0; }, 10s), status_text(b));
+  const bool cut = eventually([&] { return b_link([](const auto& l) { return l.state() != "up"; }); }, 20s);
   a.bridge->signal(SIGCONT);
-  BOOST_TEST(eventually([&] { return b.links_up() == 1 && a.links_up() == 1; }, 10s), status_text(b));
+  BOOST_TEST(cut, status_text(b));
+  BOOST_TEST(eventually([&] {
+    return b_link([](const auto& l) { return l.state() == "up" && l.reconnects() >= 1; }) && a.links_up() == 1;
+  }, 30s), status_text(b));
   wait_until_flowing(pub, {&at_b}, probe);
   send_and_expect(pub, {&at_b}, 1, 101);
+}
+
+BOOST_AUTO_TEST_CASE(frames_lost_while_a_link_is_cut_show_as_a_gap_from_the_same_publisher) {
+  // a publishes a numbered stream all along. a's bridge is frozen until b
+  // gives the link up, then resumed, and the link comes back. What a
+  // published meanwhile is lost: a's frozen bridge takes nothing (drop_newest:
+  // a's publisher drops for it, never waits), and what it had taken went to
+  // a dead link. b's subscriber must see one publisher throughout (b keeps
+  // its republisher for the link that comes back) and each index it missed
+  // counted in lost_before.
+  const std::string rules = "topics: [ { match: \"cut/#\", qos: drop_newest } ]\n";
+  site a("a"), b("b");
+  a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  a.bus = std::make_unique<ipcbus::Bus>(a.domain.options(rules));
+  const std::vector<std::string> quick{"--heartbeat-ms", "200", "--link-timeout-ms", "1000"};
+  a.start_bridge({}, quick);
+  // A linger far beyond what the reconnect may take on a loaded machine:
+  // this test is about the gap, the next one about the linger.
+  auto b_args = quick;
+  b_args.insert(b_args.end(), {"--linger-ms", "60000"});
+  b.start_bridge({a.port}, b_args);
+  struct arrival {
+    std::uint64_t index, publisher_id, sequence, lost_before;
+  };
+  tally at_b;
+  std::mutex mutex;
+  std::vector<arrival> arrivals;  // in the order they came
+  auto sub = b.bus->subscribe<Sample>("cut/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    at_b.add(s, i);
+    std::lock_guard lock(mutex);
+    arrivals.push_back({s.index(), i.publisher_id, i.sequence, i.lost_before});
+  });
+  const auto highest_index = [&] {
+    std::lock_guard lock(mutex);
+    std::uint64_t highest = 0;
+    for (const auto& e : arrivals)
+      if (e.index < probe_base) highest = std::max(highest, e.index);
+    return highest;
+  };
+  auto pub = a.bus->advertise<Sample>("cut/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  std::atomic<bool> streaming{true};
+  std::atomic<std::uint64_t> published{0};
+  std::thread stream([&] {
+    for (std::uint64_t i = 1; streaming; ++i) {
+      pub.publish(ipcbus::test::make_sample(i, 32));
+      published = i;
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  struct stop_stream {
+    std::atomic<bool>& streaming;
+    std::thread& stream;
+    ~stop_stream() {
+      streaming = false;
+      if (stream.joinable()) stream.join();
+    }
+  } stopper{streaming, stream};
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return highest_index() >= 50; }, 20s), status_text(b));
+  // b's one status row. It is rewritten about once a second, and its first
+  // one says "connecting": a row that says "up" first, then not.
+  const auto b_link = [&](const std::function<bool(const ipcbus::BridgeLinkStatus&)>& check) {
+    const auto st = b.status();
+    return st && st->links_size() == 1 && check(st->links(0));
+  };
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return b_link([](const auto& l) { return l.state() == "up"; }); }, 20s),
+                        status_text(b));
+  a.bridge->signal(SIGSTOP);
+  const bool cut = eventually([&] { return b_link([](const auto& l) { return l.state() != "up"; }); }, 20s);
+  a.bridge->signal(SIGCONT);
+  BOOST_REQUIRE_MESSAGE(cut, status_text(b));
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    return b_link([](const auto& l) { return l.state() == "up" && l.reconnects() == 1; });
+  }, 30s), status_text(b));
+  const std::uint64_t back_at = published.load();
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return highest_index() >= back_at + 100; }, 30s), status_text(b));
+  streaming = false;
+  stream.join();
+
+  std::lock_guard lock(mutex);
+  std::set<std::uint64_t> publishers;
+  std::uint64_t all_lost = 0;
+  for (const auto& e : arrivals) {
+    publishers.insert(e.publisher_id);
+    all_lost += e.lost_before;
+  }
+  BOOST_TEST(publishers.size() == 1u, publishers.size() << " publishers seen on b: the link's return made a new one");
+  BOOST_TEST(sub.counters()->lost.load() == all_lost);
+  std::vector<arrival> indexed;
+  for (const auto& e : arrivals)
+    if (e.index < probe_base) indexed.push_back(e);
+  BOOST_REQUIRE(indexed.size() >= 2u);
+  std::uint64_t lost = 0;
+  for (std::size_t k = 1; k < indexed.size(); ++k) {
+    BOOST_TEST_REQUIRE(indexed[k].index > indexed[k - 1].index, "index " << indexed[k].index << " after "
+                                                                         << indexed[k - 1].index);
+    // Each frame's lost_before is exactly what went missing just before it,
+    // in a's numbering (the stream is all a's publisher sent meanwhile) and in
+    // the republisher's.
+    BOOST_TEST(indexed[k].lost_before == indexed[k].index - indexed[k - 1].index - 1, "at index " << indexed[k].index);
+    BOOST_TEST(indexed[k].sequence == indexed[k - 1].sequence + 1 + indexed[k].lost_before);
+    lost += indexed[k].lost_before;
+  }
+  const std::uint64_t span = indexed.back().index - indexed.front().index + 1;
+  BOOST_TEST(indexed.size() + lost == span, "received " << indexed.size() << " + lost " << lost << " != " << span);
+  BOOST_TEST_MESSAGE("cut link: " << lost << " frames lost, shown as a gap, of " << span);
+}
+
+BOOST_AUTO_TEST_CASE(a_republisher_whose_link_does_not_come_back_is_closed_after_the_linger) {
+  site a("a"), b("b");
+  a.start_bridge({});
+  // Long enough to outlast a status refresh on a loaded machine, short enough to wait out.
+  b.start_bridge({a.port}, {"--linger-ms", "8000"});
+  tally at_b;
+  auto sub = b.bus->subscribe<Sample>("linger/#", [&](const Sample& s, const ipcbus::MessageInfo& i) { at_b.add(s, i); });
+  auto pub = a.bus->advertise<Sample>("linger/x");
+  std::uint64_t probe = 0;
+  wait_until_flowing(pub, {&at_b}, probe);
+  // b's bridge is the only publisher of the topic on b: its republisher.
+  const auto republishers = [&] {
+    std::size_t n = 0;
+    for (const auto& p : ipcbus::list_participants(b.domain.domain_dir()))
+      n += p.info.role() == ipcbus::ROLE_PUBLISHER && p.info.topic() == "linger/x";
+    return n;
+  };
+  BOOST_REQUIRE_EQUAL(republishers(), 1u);
+  // a's bridge is gone for good: the link never comes back.
+  a.bridge->signal(SIGKILL);
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return b.links_up() == 0; }, 20s), status_text(b));
+  // Kept for a link that might come back...
+  BOOST_TEST(republishers() == 1u);
+  // ...then closed: b's subscriber sees the publisher go.
+  BOOST_TEST(eventually([&] { return republishers() == 0; }, 30s));
+  BOOST_TEST(b.bridge->running());
 }
 
 BOOST_AUTO_TEST_CASE(a_triangle_delivers_each_message_exactly_once) {
@@ -1281,6 +1428,102 @@ BOOST_AUTO_TEST_CASE(a_copy_that_comes_the_short_way_after_the_long_way_still_re
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_peer_that_comes_back_goes_on_through_the_same_republisher_and_another_type_is_refused) {
+  // A raw peer plays a bus whose link to x is cut and comes back: x's
+  // subscriber must see one publisher, and the frames the peer never sent
+  // across the cut as a gap. The peer then announces the same topic a second
+  // time with another type: refused (one publisher has one type), counted,
+  // and its frames dropped and counted.
+  site x("x");
+  x.start_bridge({});
+  std::mutex mutex;
+  std::map<std::uint64_t, ipcbus::MessageInfo> arrivals;  // by index
+  auto sx = x.bus->subscribe<Sample>("back/#", [&](const Sample& s, const ipcbus::MessageInfo& i) {
+    std::lock_guard lock(mutex);
+    arrivals[s.index()] = i;
+  });
+  const auto arrived = [&](std::uint64_t index) -> std::optional<ipcbus::MessageInfo> {
+    std::lock_guard lock(mutex);
+    const auto it = arrivals.find(index);
+    if (it == arrivals.end()) return std::nullopt;
+    return it->second;
+  };
+  const auto topic_record = [](std::uint32_t id, const std::string& type) {
+    ipcbus::BridgeRecord t;
+    t.mutable_topic()->set_id(id);
+    t.mutable_topic()->set_topic("back/x");
+    t.mutable_topic()->set_type_name(type);
+    if (type == Sample::descriptor()->full_name())
+      Sample::descriptor()->file()->CopyTo(t.mutable_topic()->mutable_descriptors()->add_file());
+    return delimited(t);
+  };
+  // Up once x declared its subscriber's pattern (before that, the topic would be refused).
+  const auto link_up = [&](raw_peer& p) {
+    raw_handshake(p, "s3cret");
+    std::string got;
+    BOOST_REQUIRE(eventually([&] {
+      p.send(ping_bytes());
+      got += p.read_for(100ms);
+      for (const auto& r : records_in(got))
+        if (r.has_interest())
+          for (const auto& pattern : r.interest().patterns())
+            if (pattern == "back/#") return true;
+      return false;
+    }, 20s));
+  };
+  std::uint64_t publisher_id = 0;
+  {
+    raw_peer p(x.port);
+    link_up(p);
+    p.send(topic_record(1, Sample::descriptor()->full_name()));
+    for (std::uint64_t s = 1; s <= 3; ++s) p.send(data_bytes(1, forwarded_frame(s, 0, s)));
+    BOOST_REQUIRE_MESSAGE(eventually([&] {
+      p.send(ping_bytes());
+      return arrived(3).has_value();
+    }, 20s), status_text(x));
+    publisher_id = arrived(3)->publisher_id;
+    BOOST_TEST(arrived(1)->publisher_id == publisher_id);
+  }
+  // The link is cut (the peer closed); 4 to 9 never cross.
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return x.links_up() == 0; }, 20s), status_text(x));
+  const std::uint64_t bad_before = x.status()->bad_records();
+  raw_peer p(x.port);
+  link_up(p);
+  p.send(topic_record(1, Sample::descriptor()->full_name()));
+  p.send(data_bytes(1, forwarded_frame(10, 0, 10)));
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    p.send(ping_bytes());
+    return arrived(10).has_value();
+  }, 20s), status_text(x));
+  BOOST_TEST(arrived(10)->publisher_id == publisher_id, "a new publisher after the link came back");
+  BOOST_TEST(arrived(10)->lost_before == 6u);
+  // The same topic with another type: refused, the frames on it dropped; the
+  // republisher goes on (11 never reaches it: the gap shows at 12).
+  p.send(topic_record(2, "other.Type"));
+  p.send(data_bytes(2, forwarded_frame(11, 0, 11)));
+  p.send(data_bytes(1, forwarded_frame(12, 0, 12)));
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    p.send(ping_bytes());
+    return arrived(12).has_value();
+  }, 20s), status_text(x));
+  BOOST_TEST(!arrived(11).has_value());
+  BOOST_TEST(arrived(12)->publisher_id == publisher_id);
+  BOOST_TEST(arrived(12)->lost_before == 1u);
+  BOOST_TEST(sx.counters()->lost.load() == 7u);
+  BOOST_TEST(eventually([&] {
+    p.send(ping_bytes());
+    const auto st = x.status();
+    if (!st || st->bad_records() != bad_before + 1) return false;
+    for (const auto& l : st->links())
+      if (l.peer_name() == "raw@test" && l.dropped() >= 1) return true;
+    return false;
+  }, 10s), status_text(x));
+  std::size_t publishers = 0;
+  for (const auto& e : ipcbus::list_participants(x.domain.domain_dir()))
+    publishers += e.info.role() == ipcbus::ROLE_PUBLISHER && e.info.topic() == "back/x";
+  BOOST_TEST(publishers == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(a_new_interest_record_replaces_the_peers_old_set) {
   site a("a");
   a.start_bridge({});
@@ -1470,7 +1713,7 @@ BOOST_AUTO_TEST_CASE(link_timings_come_from_the_configuration_and_flags_override
   site a("a");
   a.config = a.domain.write_config(
       "bridge: { token: \"s3cret\", export: [\"#\"], heartbeat_ms: 250, link_timeout_ms: 2500,\n"
-      "          write_stall_ms: 12000, handshake_timeout_ms: 900, backoff_max_ms: 4000, drain_ms: 0,\n"
+      "          write_stall_ms: 12000, handshake_timeout_ms: 900, backoff_max_ms: 4000, linger_ms: 6000, drain_ms: 0,\n"
       "          max_hops: 2, queue_bytes: 1MiB }\n");
   a.start_bridge({});
   BOOST_REQUIRE(eventually([&] { return !printed_settings(*a.bridge).empty(); }, 10s));
@@ -1478,7 +1721,7 @@ BOOST_AUTO_TEST_CASE(link_timings_come_from_the_configuration_and_flags_override
   // start_bridge passes --backoff-max-ms 300: the flag wins over the file's 4000.
   const std::map<std::string, std::string> from_file{
       {"heartbeat_ms", "250"},   {"link_timeout_ms", "2500"}, {"write_stall_ms", "12000"},
-      {"handshake_timeout_ms", "900"}, {"backoff_max_ms", "300"}, {"drain_ms", "0"},
+      {"handshake_timeout_ms", "900"}, {"backoff_max_ms", "300"}, {"linger_ms", "6000"}, {"drain_ms", "0"},
       {"max_hops", "2"},         {"queue_bytes", "1048576"}};
   BOOST_TEST((got == from_file), a.bridge->output());
   // Flags override the file, one by one; the rest still comes from the file.
@@ -1499,6 +1742,7 @@ BOOST_AUTO_TEST_CASE(link_timings_come_from_the_configuration_and_flags_override
   BOOST_TEST(got["link_timeout_ms"] == "3000");
   BOOST_TEST(got["drain_ms"] == "2000");
   BOOST_TEST(got["max_hops"] == "4");
+  BOOST_TEST(got["linger_ms"] == "10600");  // 2 x (3000 + 300 + 2000): derived from the link limits
 }
 
 BOOST_AUTO_TEST_CASE(a_bridge_rejects_bad_settings_with_a_usage_error) {

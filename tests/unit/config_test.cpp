@@ -453,12 +453,13 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_CASE(bridge_timings_are_read_and_checked) {
   const auto cfg = ipcbus::parse_config(
       "bridge: { heartbeat_ms: 200, link_timeout_ms: 1500, write_stall_ms: 9000, handshake_timeout_ms: 700,\n"
-      "          backoff_max_ms: 5000, drain_ms: 0, max_hops: 3, queue_bytes: 2MiB }\n");
+      "          backoff_max_ms: 5000, linger_ms: 8000, drain_ms: 0, max_hops: 3, queue_bytes: 2MiB }\n");
   BOOST_TEST(cfg.bridge.heartbeat.count() == 200);
   BOOST_TEST(cfg.bridge.link_timeout.count() == 1500);
   BOOST_TEST(cfg.bridge.write_stall.count() == 9000);
   BOOST_TEST(cfg.bridge.handshake_timeout.count() == 700);
   BOOST_TEST(cfg.bridge.backoff_max.count() == 5000);
+  BOOST_TEST(cfg.bridge.linger.count() == 8000);
   BOOST_TEST((cfg.bridge.drain && cfg.bridge.drain->count() == 0));  // 0 is a value: stop at once
   BOOST_TEST(cfg.bridge.max_hops == 3u);
   BOOST_TEST(cfg.bridge.queue_bytes == 2u << 20);
@@ -474,6 +475,7 @@ BOOST_AUTO_TEST_CASE(bridge_timings_are_read_and_checked) {
   BOOST_TEST(contains(config_error_for("bridge: { write_stall_ms: -5 }"), "bridge.write_stall_ms"));
   BOOST_TEST(contains(config_error_for("bridge: { handshake_timeout_ms: soon }"), "bridge.handshake_timeout_ms"));
   BOOST_TEST(contains(config_error_for("bridge: { backoff_max_ms: 1.5 }"), "bridge.backoff_max_ms"));
+  BOOST_TEST(contains(config_error_for("bridge: { linger_ms: 0 }"), "bridge.linger_ms"));
   BOOST_TEST(contains(config_error_for("bridge: { drain_ms: [1] }"), "bridge.drain_ms"));
   BOOST_TEST(contains(config_error_for("bridge: { max_hops: 256 }"), "bridge.max_hops"));
   BOOST_TEST(contains(config_error_for("bridge: { max_hops: 0 }"), "bridge.max_hops"));

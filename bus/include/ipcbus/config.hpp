@@ -56,7 +56,8 @@ struct bridge_settings {
   std::string tls_cert, tls_key, tls_ca;
   // Link timings in milliseconds and limits; 0 (or empty): not set here, the
   // bridge's built-in default applies (docs/configuration.md gives them).
-  std::chrono::milliseconds heartbeat{0}, link_timeout{0}, write_stall{0}, handshake_timeout{0}, backoff_max{0};
+  std::chrono::milliseconds heartbeat{0}, link_timeout{0}, write_stall{0}, handshake_timeout{0}, backoff_max{0},
+      linger{0};
   std::optional<std::chrono::milliseconds> drain;  // 0 is a value here: stop without waiting
   std::uint32_t max_hops = 0;
   std::uint64_t queue_bytes = 0;

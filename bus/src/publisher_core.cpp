@@ -149,15 +149,27 @@ std::error_code publisher_core::publish_forwarded(const frame_header& origin, st
   // Skipped even when this frame fails: those frames are lost whatever becomes of it.
   std::unique_lock lock(publish_mutex_);
   next_sequence_ += skip;
-  if (payload.size() > settings_.max_message) return make_error_code(errc::message_too_large);
-  if (auto ec = wait_for_loan(lock)) return ec;
-  char* out = nullptr;
-  forwarded_ = &origin;
-  const std::error_code ec = start_frame(payload.size(), out, true);
-  forwarded_ = nullptr;
-  if (ec) return ec;
-  if (out && !payload.empty()) std::memcpy(out, payload.data(), payload.size());
-  return finish_frame();
+  const auto publish_it = [&]() -> std::error_code {
+    if (payload.size() > settings_.max_message) return make_error_code(errc::message_too_large);
+    if (auto ec = wait_for_loan(lock)) return ec;
+    char* out = nullptr;
+    forwarded_ = &origin;
+    const std::error_code ec = start_frame(payload.size(), out, true);
+    forwarded_ = nullptr;
+    if (ec) return ec;
+    if (out && !payload.empty()) std::memcpy(out, payload.data(), payload.size());
+    return finish_frame();  // spends the number when it succeeds
+  };
+  const std::error_code ec = publish_it();
+  // Unlike a publish(), whose caller may try the same message again, a
+  // forwarded frame that failed is gone: the next one shows the gap.
+  if (ec) ++next_sequence_;
+  return ec;
+}
+
+void publisher_core::skip_sequences(std::uint64_t n) {
+  std::lock_guard lock(publish_mutex_);
+  next_sequence_ += n;
 }
 
 std::error_code publisher_core::begin_loan(std::size_t size, char*& payload) {

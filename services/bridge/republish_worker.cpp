@@ -123,10 +123,25 @@ void republish_worker::run() {
     wake_.wait(lock, [&] { return !queue_.empty() || retired_; });
     if (drop_queued_ && !queue_.empty()) {
       std::uint64_t frames = 0;
-      for (const auto& j : queue_) frames += !j.frame.empty();
+      // The republishers outlive this worker (a link that comes back goes on
+      // through them): each frame dropped here spends its sequence number
+      // there, so local subscribers see it missing. Not under our lock: a
+      // republisher's lock may be held by another link's worker waiting for
+      // room, and the io thread must not wait for that to queue work here.
+      std::vector<std::shared_ptr<detail::publisher_core>> lost;
+      for (auto& j : queue_) {
+        if (j.frame.empty()) continue;
+        ++frames;
+        if (j.publisher) lost.push_back(std::move(j.publisher));
+      }
       counters_->dropped.fetch_add(frames, std::memory_order_relaxed);  // received, never republished
       queue_.clear();
       queue_bytes_ = 0;
+      lock.unlock();
+      for (const auto& p : lost) p->skip_sequences(1);
+      lost.clear();
+      lock.lock();
+      continue;  // look again: more may have come, or retire()
     }
     if (queue_.empty()) {
       if (retired_) break;

@@ -375,6 +375,79 @@ BOOST_AUTO_TEST_CASE(a_slow_reliable_subscriber_on_the_receiving_side_does_not_m
   expect_steady_link({&a, &b}, 1500);
 }
 
+BOOST_AUTO_TEST_CASE(frames_the_receiving_bridge_fails_to_republish_show_as_a_gap) {
+  // b's subscriber takes nothing for a while, and b's republisher may wait
+  // only 1 ms for room in its queue: once the socket and the queue are full,
+  // republishing fails on b. Those frames are dropped and counted there, and
+  // b's subscriber must see each one missing (lost_before), not a silent hole.
+  const std::string rules = "topics: [ { match: \"stuck/#\", publish_timeout_ms: 1, depth: 4 } ]\n";
+  site a("a"), b("b");
+  b.config = b.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");
+  b.bus = std::make_unique<ipcbus::Bus>(b.domain.options(rules));
+  a.start_bridge({});
+  b.start_bridge({a.port});
+  auto sub = b.bus->subscribe<Sample>("stuck/#");  // pulled: nothing is taken until receive()
+  auto pub = a.bus->advertise<Sample>("stuck/x");
+  std::uint64_t probe = probe_base;
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    pub.publish(ipcbus::test::make_sample(probe++, 8));
+    return sub.receive(20ms).has_value();
+  }, 20s), status_text(b));
+  while (sub.receive(300ms)) {
+  }
+  constexpr std::uint64_t count = 5000;
+  for (std::uint64_t i = 1; i <= count; ++i) {
+    std::error_code ec;
+    pub.publish(ipcbus::test::make_sample(i, 32), ec);
+    BOOST_REQUIRE_MESSAGE(!ec, "publish " << i << ": " << ec.message());
+  }
+  BOOST_REQUIRE_MESSAGE(eventually([&] {
+    const auto st = b.status();
+    return st && st->links_size() == 1 && st->links(0).dropped() > 0;
+  }, 30s), status_text(b));
+  // Now take everything. End markers (count + 1, + 2, ...) until one comes
+  // through: each may fail too while b's queue is still full.
+  struct arrival {
+    std::uint64_t index, publisher_id, lost_before;
+  };
+  std::vector<arrival> got;
+  std::uint64_t marker = count;
+  auto next_marker_at = std::chrono::steady_clock::now();
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < give_up) {
+    if (std::chrono::steady_clock::now() >= next_marker_at) {
+      pub.publish(ipcbus::test::make_sample(++marker, 8));
+      next_marker_at = std::chrono::steady_clock::now() + 50ms;
+    }
+    while (auto r = sub.receive(5ms)) {
+      if (r->message.index() >= probe_base) continue;  // a late probe
+      got.push_back({r->message.index(), r->info.publisher_id, r->info.lost_before});
+      if (r->message.index() > count) {
+        ended = true;
+        break;
+      }
+    }
+  }
+  BOOST_REQUIRE_MESSAGE(ended, "no end marker came through; " << status_text(b));
+  BOOST_REQUIRE(got.size() >= 2u);
+  // From the first frame received to the end marker: every index not received
+  // is counted in some lost_before, and nothing is counted that came.
+  std::uint64_t lost = 0, in_between = 0;
+  std::set<std::uint64_t> seen;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    BOOST_TEST(got[k].publisher_id == got[0].publisher_id);
+    BOOST_TEST(seen.insert(got[k].index).second, "index " << got[k].index << " twice");
+    if (k > 0) lost += got[k].lost_before;
+    if (k > 0 && k + 1 < got.size()) ++in_between;
+  }
+  const std::uint64_t first = got.front().index, last = got.back().index;
+  BOOST_TEST(lost > 0u);
+  BOOST_TEST(lost == (last - first - 1) - in_between,
+             "lost_before adds up to " << lost << "; missing between " << first << " and " << last << ": "
+                                       << (last - first - 1) - in_between << "; " << status_text(b));
+}
+
 BOOST_AUTO_TEST_CASE(a_receiving_bridge_paused_longer_than_the_link_timeout_keeps_its_link) {
   // b's subscriber stops taking anything for several link timeouts: b's
   // bridge stops reading from a, and a's writes make no progress for that

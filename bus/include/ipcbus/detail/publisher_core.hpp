@@ -62,8 +62,13 @@ class publisher_core {
   // Sequence and publisher id are this publisher's own. `skip`: how many
   // frames of the origin the other bus lost before this one (dropped on a
   // link); the sequence moves on by as many first, so subscribers see that
-  // gap as one of this publisher's own (lost_before). Blocks and fails as publish().
+  // gap as one of this publisher's own (lost_before). Blocks and fails as publish(),
+  // but a frame that fails still spends its sequence number: nobody publishes it
+  // again, so subscribers must see it missing.
   std::error_code publish_forwarded(const frame_header& origin, std::string_view payload, std::uint64_t skip = 0);
+  // Spends `n` sequence numbers without publishing: frames that will never come
+  // (ipcbus-bridge dropped them on the way), shown to subscribers as a gap.
+  void skip_sequences(std::uint64_t n);
   // A loan: room for a payload of `size` bytes that the caller fills, then
   // publishes (finish_loan) or gives back (cancel_loan). While a loan is out,
   // publish() and begin_loan() wait for it, up to publish_timeout (timed_out).

@@ -301,6 +301,7 @@ CONFORMANCE_CASE(oversize_frame_closes_only_that_link) {
   auto small = big_bus.advertise<Sample>("mixed/small");
   BOOST_REQUIRE(sub.wait_for_publishers(2, 5s));
   BOOST_REQUIRE(big.wait_for_subscribers(1, 5s));  // attached on both ends before we send
+  BOOST_REQUIRE(small.wait_for_subscribers(1, 5s));  // or its message may go to nobody
   big.publish(ipcbus::test::make_sample(1, 100 * 1024));
   BOOST_REQUIRE(ipcbus::test::eventually([&] { return sub.counters()->bad_frames.load() == 1; }));
   small.publish(ipcbus::test::make_sample(2, 10));

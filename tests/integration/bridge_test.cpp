@@ -100,6 +100,22 @@ struct site {
       if (p.info.role() == ipcbus::ROLE_BRIDGE) return p.info.bridge();
     return std::nullopt;
   }
+  // Whether this site's one link passes `check` in the status row (rewritten
+  // about once a second; the first one says "connecting").
+  bool only_link(const std::function<bool(const ipcbus::BridgeLinkStatus&)>& check) const {
+    const auto st = status();
+    return st && st->links_size() == 1 && check(st->links(0));
+  }
+  // Freezes `peer`'s bridge until this side gives their link up, then lets it
+  // go on. The link is seen up first, so that "not up" means the cut was seen,
+  // not the first status row. False if a wait timed out.
+  bool cut_link_by_freezing(site& peer) {
+    if (!eventually([&] { return only_link([](const auto& l) { return l.state() == "up"; }); }, 20s)) return false;
+    peer.bridge->signal(SIGSTOP);
+    const bool cut = eventually([&] { return only_link([](const auto& l) { return l.state() != "up"; }); }, 20s);
+    peer.bridge->signal(SIGCONT);
+    return cut;
+  }
   std::size_t links_up() const {
     const auto s = status();
     std::size_t n = 0;
@@ -784,21 +800,10 @@ BOOST_AUTO_TEST_CASE(a_cut_link_is_noticed_and_reconnects) {
   auto pub = a.bus->advertise<Sample>("c/x");
   std::uint64_t probe = 0;
   wait_until_flowing(pub, {&at_b}, probe);
-  // b's status row is rewritten about once a second and its first one says
-  // "connecting": "up" first, so that "not up" below means the cut was seen.
-  const auto b_link = [&](const std::function<bool(const ipcbus::BridgeLinkStatus&)>& check) {
-    const auto st = b.status();
-    return st && st->links_size() == 1 && check(st->links(0));
-  };
-  BOOST_REQUIRE_MESSAGE(eventually([&] { return b_link([](const auto& l) { return l.state() == "up"; }); }, 20s),
-                        status_text(b));
   // A frozen peer says nothing: after the link timeout b's side gives up on it.
-  a.bridge->signal(SIGSTOP);
-  const bool cut = eventually([&] { return b_link([](const auto& l) { return l.state() != "up"; }); }, 20s);
-  a.bridge->signal(SIGCONT);
-  BOOST_TEST(cut, status_text(b));
+  BOOST_TEST(b.cut_link_by_freezing(a), status_text(b));
   BOOST_TEST(eventually([&] {
-    return b_link([](const auto& l) { return l.state() == "up" && l.reconnects() >= 1; }) && a.links_up() == 1;
+    return b.only_link([](const auto& l) { return l.state() == "up" && l.reconnects() >= 1; }) && a.links_up() == 1;
   }, 30s), status_text(b));
   wait_until_flowing(pub, {&at_b}, probe);
   send_and_expect(pub, {&at_b}, 1, 101);
@@ -862,20 +867,9 @@ BOOST_AUTO_TEST_CASE(frames_lost_while_a_link_is_cut_show_as_a_gap_from_the_same
     }
   } stopper{streaming, stream};
   BOOST_REQUIRE_MESSAGE(eventually([&] { return highest_index() >= 50; }, 20s), status_text(b));
-  // b's one status row. It is rewritten about once a second, and its first
-  // one says "connecting": a row that says "up" first, then not.
-  const auto b_link = [&](const std::function<bool(const ipcbus::BridgeLinkStatus&)>& check) {
-    const auto st = b.status();
-    return st && st->links_size() == 1 && check(st->links(0));
-  };
-  BOOST_REQUIRE_MESSAGE(eventually([&] { return b_link([](const auto& l) { return l.state() == "up"; }); }, 20s),
-                        status_text(b));
-  a.bridge->signal(SIGSTOP);
-  const bool cut = eventually([&] { return b_link([](const auto& l) { return l.state() != "up"; }); }, 20s);
-  a.bridge->signal(SIGCONT);
-  BOOST_REQUIRE_MESSAGE(cut, status_text(b));
+  BOOST_REQUIRE_MESSAGE(b.cut_link_by_freezing(a), status_text(b));
   BOOST_REQUIRE_MESSAGE(eventually([&] {
-    return b_link([](const auto& l) { return l.state() == "up" && l.reconnects() == 1; });
+    return b.only_link([](const auto& l) { return l.state() == "up" && l.reconnects() == 1; });
   }, 30s), status_text(b));
   const std::uint64_t back_at = published.load();
   BOOST_REQUIRE_MESSAGE(eventually([&] { return highest_index() >= back_at + 100; }, 30s), status_text(b));

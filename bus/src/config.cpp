@@ -396,23 +396,21 @@ bridge_settings config_parser::bridge(const YAML::Node& map, const location& at)
                {"listen", "peers", "export", "token", "tls", "heartbeat_ms", "link_timeout_ms", "write_stall_ms",
                 "handshake_timeout_ms", "backoff_max_ms", "linger_ms", "drain_ms", "max_hops", "queue_bytes"},
                [&](const std::string& key, const YAML::Node& value, const location& value_at) {
-                 const auto millis = [&](std::uint64_t min) {
-                   return std::chrono::milliseconds(integer(value, value_at, min, max_bridge_timing_ms));
-                 };
-                 if (key == "heartbeat_ms") {
-                   result.heartbeat = millis(1);
-                 } else if (key == "link_timeout_ms") {
-                   result.link_timeout = millis(1);
-                 } else if (key == "write_stall_ms") {
-                   result.write_stall = millis(1);
-                 } else if (key == "handshake_timeout_ms") {
-                   result.handshake_timeout = millis(1);
-                 } else if (key == "backoff_max_ms") {
-                   result.backoff_max = millis(1);
-                 } else if (key == "linger_ms") {
-                   result.linger = millis(1);
-                 } else if (key == "drain_ms") {
-                   result.drain = millis(0);
+                 // The timings that must be at least 1 ms (0 means "not set").
+                 static constexpr std::pair<std::string_view, std::chrono::milliseconds bridge_settings::*>
+                     timings[] = {{"heartbeat_ms", &bridge_settings::heartbeat},
+                                  {"link_timeout_ms", &bridge_settings::link_timeout},
+                                  {"write_stall_ms", &bridge_settings::write_stall},
+                                  {"handshake_timeout_ms", &bridge_settings::handshake_timeout},
+                                  {"backoff_max_ms", &bridge_settings::backoff_max},
+                                  {"linger_ms", &bridge_settings::linger}};
+                 for (const auto& [name, field] : timings) {
+                   if (key != name) continue;
+                   result.*field = std::chrono::milliseconds(integer(value, value_at, 1, max_bridge_timing_ms));
+                   return;
+                 }
+                 if (key == "drain_ms") {
+                   result.drain = std::chrono::milliseconds(integer(value, value_at, 0, max_bridge_timing_ms));
                  } else if (key == "max_hops") {
                    result.max_hops = static_cast<std::uint32_t>(integer(value, value_at, 1, max_bridge_hops));
                  } else if (key == "queue_bytes") {

@@ -67,46 +67,34 @@ bool record_reader::feed(std::string_view bytes) {
   return true;
 }
 
-namespace {
-
-// A varint of at most `max_bytes` bytes at `in`; false if it is longer, or
-// runs past the end.
-bool take_varint(std::string_view& in, std::uint64_t& value, std::size_t max_bytes) {
-  value = 0;
-  for (std::size_t i = 0; i < in.size() && i < max_bytes; ++i) {
-    const auto byte = static_cast<std::uint8_t>(in[i]);
-    value |= std::uint64_t{byte & 0x7fu} << (7 * i);
-    if (byte < 0x80) {
-      in.remove_prefix(i + 1);
-      return true;
-    }
-  }
-  return false;
-}
-
-}  // namespace
-
 // The shape append_data_record writes, read without protobuf's general parser
 // (which costs more than the rest of a small frame's trip through the
 // bridge). Anything else, however valid (fields in another order, unknown
-// fields, a varint longer than five bytes), is left to
+// fields, a varint over 32 bits), is left to
 // ParseFromArray: false, and `out` untouched.
 bool record_reader::read_data_record(std::string_view body, BridgeRecord& out) {
-  std::uint64_t data_bytes = 0, topic_id = 0, frame_bytes = 0;
+  // Each varint here is a 32-bit one, as a length prefix is.
+  const auto take_varint = [&](std::uint32_t& value) {
+    std::size_t used = 0;
+    if (read_length_prefix(body, value, used) != prefix_status::complete) return false;
+    body.remove_prefix(used);
+    return true;
+  };
+  std::uint32_t data_bytes = 0, topic_id = 0, frame_bytes = 0;
   if (body.empty() || body[0] != record_data_tag) return false;
   body.remove_prefix(1);
-  if (!take_varint(body, data_bytes, 5) || data_bytes != body.size()) return false;
+  if (!take_varint(data_bytes) || data_bytes != body.size()) return false;
   if (!body.empty() && body[0] == data_topic_id_tag) {
     body.remove_prefix(1);
-    if (!take_varint(body, topic_id, 5) || topic_id > UINT32_MAX) return false;
+    if (!take_varint(topic_id)) return false;
   }
   if (body.empty() || body[0] != data_frame_tag) return false;
   body.remove_prefix(1);
-  if (!take_varint(body, frame_bytes, 5) || frame_bytes != body.size()) return false;
+  if (!take_varint(frame_bytes) || frame_bytes != body.size()) return false;
   // The oneof's message is kept from record to record when it was data too.
   if (!out.has_data()) out.Clear();
   BridgeData* data = out.mutable_data();
-  data->set_topic_id(static_cast<std::uint32_t>(topic_id));
+  data->set_topic_id(topic_id);
   data->mutable_frame()->assign(body.data(), body.size());
   return true;
 }
@@ -192,7 +180,6 @@ std::string printable(std::string_view text, std::size_t max) {
   return out;
 }
 
-
 bool append_data_record(std::uint32_t topic_id, const frame_header& header, std::string_view payload,
                         std::string& out) {
   const std::size_t frame_bytes = frame_size(header, payload.size());
@@ -220,18 +207,10 @@ bool append_data_record(std::uint32_t topic_id, const frame_header& header, std:
 
 void append_record(const BridgeRecord& record, std::string& out) {
   const std::size_t size = record.ByteSizeLong();
-  std::uint8_t prefix[5];
-  std::size_t n = 0;
-  auto v = static_cast<std::uint32_t>(size);
-  while (v >= 0x80) {
-    prefix[n++] = static_cast<std::uint8_t>(v | 0x80);
-    v >>= 7;
-  }
-  prefix[n++] = static_cast<std::uint8_t>(v);
   const std::size_t at = out.size();
-  out.resize(at + n + size);
-  std::memcpy(out.data() + at, prefix, n);
-  record.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(out.data() + at + n));
+  out.resize(at + varint_size(size) + size);
+  char* body = put_varint(out.data() + at, size);
+  record.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(body));
 }
 
 }  // namespace ipcbus::bridge

@@ -101,8 +101,8 @@ int run(const flags& f) {
   std::cout << "settings heartbeat_ms " << o.limits.heartbeat.count() << " link_timeout_ms "
             << o.limits.timeout.count() << " write_stall_ms " << o.limits.write_stall.count()
             << " handshake_timeout_ms " << o.limits.handshake_timeout.count() << " backoff_max_ms "
-            << o.backoff_max.count() << " linger_ms " << b.republisher_linger().count() << " drain_ms " << drain.count() << " max_hops " << o.max_hops
-            << " queue_bytes " << o.limits.queue_bytes << std::endl;
+            << o.backoff_max.count() << " linger_ms " << b.republisher_linger().count() << " drain_ms "
+            << drain.count() << " max_hops " << o.max_hops << " queue_bytes " << o.limits.queue_bytes << std::endl;
   // SIGHUP reloads the configuration as in every ipcbus process (topic rules
   // for what is created afterwards, docs/architecture.md) and takes its export
   // patterns; the rest of `bridge:` (listen, peers, token, TLS) is fixed for

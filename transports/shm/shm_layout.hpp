@@ -30,7 +30,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plai
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
 inline constexpr std::uint64_t blob_magic = 0x32424f4c42535049ull;  // "IPSBLOB2"
-inline constexpr std::uint32_t version = 5;  // 5: frames in the local layout (frame_codec.hpp)
+inline constexpr std::uint32_t version = 6;  // 5: frames in the local layout (frame_codec.hpp); 6: tail alone
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is
@@ -150,8 +150,12 @@ struct alignas(64) ring_header {
   std::uint32_t qos;                 // qos_policy, informative
 
   // Positions are absolute byte counts since creation; ring offset = position & (capacity - 1).
+  // The tail has a cache line of its own: readers poll it, and the publisher
+  // writes the fields below it for every record too. Sharing one line would
+  // hand it back and forth between the cores once per field instead of once
+  // per record.
+  alignas(64) std::atomic<std::uint64_t> tail;         // end of the last complete record
   alignas(64) std::atomic<std::uint64_t> tail_intent;  // end of the record being written
-  std::atomic<std::uint64_t> tail;            // end of the last complete record
   std::atomic<std::uint64_t> head;            // start of the oldest intact record
   std::atomic<std::uint64_t> history_start;   // where a new subscriber starts reading
   std::atomic<std::uint64_t> blobs_released;  // side segments with a smaller id were unlinked

@@ -218,7 +218,7 @@ void publisher_core::cancel_loan() {
   cancel_frame();
 }
 
-std::error_code publisher_core::wait_for_loan(std::unique_lock<std::mutex>& lock) {
+std::error_code publisher_core::wait_for_loan(std::unique_lock<light_mutex>& lock) {
   if (closed_) return make_error_code(errc::closed);
   if (!loan_out_) return {};
   if (!loan_cv_.wait_for(lock, settings_.publish_timeout, [&] { return !loan_out_ || closed_; }))
@@ -296,7 +296,7 @@ std::error_code publisher_core::finish_frame() {
     ec = endpoint_->commit(frame_.slot);
   }  // else dropped by the endpoint's QoS, and counted there: the sequence is spent
   const std::size_t payload_size = frame_.payload_size;
-  frame_ = open_frame{};
+  clear_frame();
   mirror_counters();
   if (ec) return ec;
   ++next_sequence_;
@@ -307,9 +307,18 @@ std::error_code publisher_core::finish_frame() {
   return {};
 }
 
+// Only what tells whether a frame is open: assigning a fresh open_frame
+// cleared all of its 120 bytes with `rep stos`, which costs more than the
+// rest of finish_frame on some processors.
+void publisher_core::clear_frame() {
+  frame_.start = nullptr;
+  frame_.slot.data = nullptr;
+  frame_.buffer.reset();
+}
+
 void publisher_core::cancel_frame() {
   if (frame_.slot.data) endpoint_->cancel(frame_.slot);
-  frame_ = open_frame{};
+  clear_frame();
 }
 
 void publisher_core::mirror_counters() {

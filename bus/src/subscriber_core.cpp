@@ -149,6 +149,7 @@ void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code
   ended_links_[publisher_id] = {it->second.last_sequence, std::chrono::steady_clock::now()};
   // Destroying the link from inside its own callback is safe: its state is
   // kept alive by the pending handler.
+  if (recent_link_ == &it->second) recent_link_ = nullptr;
   links_.erase(it);
   link_count_.store(links_.size());
   stats_->counters().peers.store(links_.size(), std::memory_order_relaxed);
@@ -163,9 +164,13 @@ void subscriber_core::on_link_closed(std::uint64_t publisher_id, std::error_code
 }
 
 void subscriber_core::on_frame(std::uint64_t publisher_id, const frame_view& f) {
-  auto it = links_.find(publisher_id);
-  if (it == links_.end()) return;
-  link_entry& link = it->second;
+  if (!recent_link_ || recent_link_pid_ != publisher_id) {
+    auto it = links_.find(publisher_id);
+    if (it == links_.end()) return;
+    recent_link_ = &it->second;
+    recent_link_pid_ = publisher_id;
+  }
+  link_entry& link = *recent_link_;
   if (f.header.sequence <= link.last_sequence) return;  // already delivered (history overlap)
   if (link.last_sequence == 0) {
     // The first frame on a link sets the gap baseline: what a publisher sent before
@@ -336,6 +341,7 @@ void subscriber_core::close() {
   // Links live on the io thread; close them there.
   boost::asio::post(*bus_->io, [self = shared_from_this()] {
     for (auto& [id, link] : self->links_) link.link->close();
+    self->recent_link_ = nullptr;
     self->links_.clear();
     self->link_count_.store(0);
   });

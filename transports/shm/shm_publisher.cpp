@@ -88,9 +88,7 @@ ring_publisher::placement ring_publisher::place(std::uint64_t len) const {
 }
 
 std::size_t ring_publisher::index_of(std::uint64_t pos) const {
-  const auto it = std::lower_bound(records_.begin(), records_.end(), pos,
-                                   [](const record& r, std::uint64_t p) { return r.pos < p; });
-  return static_cast<std::size_t>(it - records_.begin());
+  return records_.lower_bound(pos, [](const record& r, std::uint64_t p) { return r.pos < p; });
 }
 
 void ring_publisher::forget_oldest_record() {
@@ -142,7 +140,7 @@ bool ring_publisher::room_for(const placement& at) const {
   return true;
 }
 
-std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at) {
+std::error_code ring_publisher::wait_for_room(std::unique_lock<detail::light_mutex>& lock, const placement& at) {
   if (room_for(at)) return {};  // the common case, without reading the clock
   const auto deadline = clock::now() + options_.settings.publish_timeout;
   for (int spins = 0; !room_for(at); ++spins) {
@@ -167,7 +165,7 @@ std::error_code ring_publisher::wait_for_room(std::unique_lock<std::mutex>& lock
 
 // Sleeps on space_futex until a reader moves its cursor (or a short timeout).
 // Readers post only while publisher_waiting is set, so they pay no syscall otherwise.
-void ring_publisher::sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline,
+void ring_publisher::sleep_for_space(std::unique_lock<detail::light_mutex>& lock, clock::time_point deadline,
                                      const std::function<bool()>& ready) {
   // Flag first, then the futex word, then look once more: a reader that moved
   // its cursor after our last look either sees the flag (and bumps the word,
@@ -454,7 +452,7 @@ std::error_code ring_publisher::commit_reserved() {
   return {};
 }
 
-std::unique_lock<std::mutex> ring_publisher::take_lock() {
+std::unique_lock<detail::light_mutex> ring_publisher::take_lock() {
   if (held_.owns_lock()) return std::move(held_);
   return std::unique_lock(mutex_);
 }
@@ -576,6 +574,7 @@ void ring_publisher::trim() {
   }
   const std::uint64_t keep_from = std::min(slowest, history_pos_);
   while (!records_.empty() && records_.front().end <= keep_from) forget_oldest_record();
+  records_.shrink();
   const std::uint64_t head = records_.empty() ? tail_ : records_.front().pos;
   std::size_t n = 0;
   for (; n < blobs_.size(); ++n) {

@@ -24,7 +24,9 @@
 #include <utility>
 #include <vector>
 
+#include "ipcbus/detail/light_mutex.hpp"
 #include "ipcbus/transport.hpp"
+#include "record_queue.hpp"
 #include "shm_layout.hpp"
 #include "shm_segment.hpp"
 
@@ -118,9 +120,9 @@ class ring_publisher {
   bool room_for(const placement& at) const;
   void forget_oldest_record();
   std::size_t index_of(std::uint64_t pos) const;
-  std::error_code wait_for_room(std::unique_lock<std::mutex>& lock, const placement& at);
+  std::error_code wait_for_room(std::unique_lock<detail::light_mutex>& lock, const placement& at);
   // Sleeps until a reader moves its cursor (or a short timeout), unless `ready` already holds.
-  void sleep_for_space(std::unique_lock<std::mutex>& lock, clock::time_point deadline,
+  void sleep_for_space(std::unique_lock<detail::light_mutex>& lock, clock::time_point deadline,
                        const std::function<bool()>& ready);
   void make_room(const placement& at);
   std::uint64_t drop_target(std::uint64_t cursor, const placement& at) const;
@@ -136,7 +138,7 @@ class ring_publisher {
   void publish_record();
   void end_reservation();
   // The lock a brief reservation kept (held_), or mutex_ taken now.
-  std::unique_lock<std::mutex> take_lock();
+  std::unique_lock<detail::light_mutex> take_lock();
   void wake_readers();
   // Writes slot i's eventfd; false when none is registered for its current state.
   bool wake_directly(std::size_t i);
@@ -161,9 +163,9 @@ class ring_publisher {
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
 
-  mutable std::mutex mutex_;
+  mutable detail::light_mutex mutex_;
   std::uint64_t tail_ = 0;
-  std::deque<record> records_;  // records intact in the ring that someone may still read, by position
+  record_queue<record> records_;  // records intact in the ring that someone may still read, by position
   std::deque<in_flight> blobs_;  // side segments holding a frame someone may still read, by use
   std::vector<pooled> pool_;     // released side segments kept for reuse, oldest release first
   std::uint64_t pool_bytes_ = 0;
@@ -200,7 +202,7 @@ class ring_publisher {
   reservation pending_;
   // mutex_, kept from a brief reserve() to its commit or cancel: only the
   // reserving thread touches it meanwhile (everyone else waits for mutex_).
-  std::unique_lock<std::mutex> held_;
+  std::unique_lock<detail::light_mutex> held_;
   std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back
 
   // Eventfds subscribers handed over, by slot; valid while the slot keeps `state`.

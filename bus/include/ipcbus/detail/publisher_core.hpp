@@ -20,6 +20,7 @@
 #include <google/protobuf/descriptor.h>
 
 #include "ipcbus/detail/bus_state.hpp"
+#include "ipcbus/detail/light_mutex.hpp"
 #include "ipcbus/frame_codec.hpp"
 #include "ipcbus/stats_block.hpp"
 
@@ -107,12 +108,13 @@ class publisher_core {
 
   std::vector<frame_ptr> history_snapshot() const;
   // All with publish_mutex_ held.
-  std::error_code wait_for_loan(std::unique_lock<std::mutex>& lock);
+  std::error_code wait_for_loan(std::unique_lock<light_mutex>& lock);
   std::shared_ptr<encoded_frame> take_spare_frame();
   // brief: the frame is filled and finished at once, on this thread (not a loan).
   std::error_code start_frame(std::size_t payload_size, char*& payload, bool brief);
   std::error_code finish_frame();
   void cancel_frame();
+  void clear_frame();  // frame_ holds no open frame afterwards
   void mirror_counters();
 
   std::shared_ptr<bus_state> bus_;
@@ -125,7 +127,7 @@ class publisher_core {
   std::unique_ptr<registration> registration_;
   std::unique_ptr<stats_block> stats_;
 
-  std::mutex publish_mutex_;
+  light_mutex publish_mutex_;
   // abort() closes the endpoint without publish_mutex_: this keeps it from
   // doing so at the same time as close().
   std::mutex endpoint_close_mutex_;
@@ -139,7 +141,7 @@ class publisher_core {
   // transports. Only small frames are kept.
   std::shared_ptr<encoded_frame> spare_frame_;
   std::string dropped_loan_;  // what a loan whose frame a drop policy discarded writes into
-  std::condition_variable loan_cv_;
+  std::condition_variable_any loan_cv_;
   mutable std::mutex history_mutex_;  // leaf lock: taken inside the endpoint's lock
   std::deque<frame_ptr> history_;
   bool closed_ = false;

@@ -70,18 +70,25 @@ BOOST_AUTO_TEST_CASE(lower_bound_finds_what_std_lower_bound_finds) {
 }
 
 BOOST_AUTO_TEST_CASE(it_shrinks_to_a_power_of_two_and_keeps_its_order) {
-  // 1 024 slots with 100 in use, wrapped: shrinking must not pick 200 slots.
+  // 65 536 slots with 3 000 in use, wrapped: shrinking must not pick 6 000 slots.
   record_queue<std::uint64_t> q;
   std::deque<std::uint64_t> d;
-  for (std::uint64_t v = 0; v < 1024; ++v) q.push_back(v), d.push_back(v);
-  for (int i = 0; i < 1000; ++i) q.pop_front(), d.pop_front();
-  for (std::uint64_t v = 1024; v < 1100; ++v) q.push_back(v), d.push_back(v);
-  BOOST_TEST_REQUIRE(q.capacity() == 1024u);
+  for (std::uint64_t v = 0; v < 65536; ++v) q.push_back(v), d.push_back(v);
+  for (int i = 0; i < 63536; ++i) q.pop_front(), d.pop_front();
+  for (std::uint64_t v = 65536; v < 66536; ++v) q.push_back(v), d.push_back(v);
+  BOOST_TEST_REQUIRE(q.capacity() == 65536u);
   q.shrink();
-  BOOST_TEST(q.capacity() == 256u);
+  BOOST_TEST(q.capacity() == 8192u);
   BOOST_TEST(same(q, d));
-  for (std::uint64_t v = 1100; v < 1400; ++v) q.push_back(v), d.push_back(v);  // grows again from there
+  for (std::uint64_t v = 66536; v < 80000; ++v) q.push_back(v), d.push_back(v);  // grows again from there
   BOOST_TEST(same(q, d));
+  // Small arrays are kept whatever is in use.
+  while (q.size() > 1) q.pop_front(), d.pop_front();
+  q.shrink();
+  const std::size_t small = q.capacity();
+  BOOST_TEST(small == 4096u);
+  q.shrink();
+  BOOST_TEST(q.capacity() == small);
 }
 
 BOOST_AUTO_TEST_CASE(a_mostly_empty_queue_gives_its_memory_back) {
@@ -91,7 +98,7 @@ BOOST_AUTO_TEST_CASE(a_mostly_empty_queue_gives_its_memory_back) {
   BOOST_TEST(grown >= 100000u);
   while (q.size() > 10) q.pop_front();
   q.shrink();
-  BOOST_TEST(q.capacity() < grown / 100);
+  BOOST_TEST(q.capacity() <= 4096u);
   BOOST_TEST(q.front() == 99990u);
   BOOST_TEST(q.back() == 99999u);
 }

@@ -50,14 +50,18 @@ class record_queue {
     }
     return lo;
   }
-  // Gives back most of the array when an eighth of it is in use.
+  // Gives back most of a large array when an eighth of it is in use. Arrays
+  // of up to kept_size items stay: a publisher's index swings between a few
+  // and a few hundred records from one trim to the next, and shrinking on
+  // every swing cost a reallocation each time.
   void shrink() {
-    if (items_.size() > initial && count_ < items_.size() / 8)
-      resize(std::bit_ceil(std::max<std::size_t>(initial, 2 * count_)));
+    if (items_.size() > kept_size && count_ < items_.size() / 8)
+      resize(std::bit_ceil(std::max<std::size_t>(kept_size, 2 * count_)));
   }
 
  private:
   static constexpr std::size_t initial = 64;
+  static constexpr std::size_t kept_size = 4096;
   void resize(std::size_t capacity) {  // a power of two, at least count_
     std::vector<T> items(capacity);
     for (std::size_t i = 0; i < count_; ++i) items[i] = (*this)[i];

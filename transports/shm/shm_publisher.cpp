@@ -108,7 +108,7 @@ ring_publisher::placement ring_publisher::place(std::uint64_t len) const {
 // publisher long before that. With history the ring is used whole: late
 // joiners are promised the last `history` frames, whatever their sizes.
 bool ring_publisher::wrap_early(std::uint64_t offset, std::uint64_t size) const {
-  if (offset == 0 || options_.settings.history > 0) return false;
+  if (offset < min_window || options_.settings.history > 0) return false;  // nearly every call
   const std::uint64_t window = std::max(min_window, 4 * std::uint64_t{options_.settings.depth} * size);
   if (offset < window || window > capacity_ / 2) return false;
   const std::uint64_t kept = records_.empty() ? 0 : tail_ - records_.front().pos;

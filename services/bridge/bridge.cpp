@@ -713,7 +713,7 @@ void bridge::on_data(link& l, BridgeData& d) {
   auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
   worker.publish(first ? in.publisher : nullptr, std::move(*d.mutable_frame()), std::move(onward_info),
-                 std::move(onward), lost);
+                 std::move(onward), lost, &frame);
   if (worker.full()) l.pause_reading();
 }
 

@@ -63,9 +63,12 @@ class republish_worker {
   // `lost`: how many of the origin publisher's frames before this one will
   // never come; the republisher's sequence moves on by as many first, so
   // local subscribers see the gap.
+  // `decoded`: the frame as the io thread decoded it (views into `frame`
+  // before the move), so that the worker does not decode it a second time;
+  // without it, or when its views are not inside `frame`, the worker decodes.
   void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
                std::shared_ptr<const topic_info> onward_info = nullptr, std::vector<std::shared_ptr<link>> onward = {},
-               std::uint64_t lost = 0);
+               std::uint64_t lost = 0, const frame_view* decoded = nullptr);
   // True while the queue is at its limit: the link should not read more.
   bool full() const;
   // The link is gone: republish what is queued (each frame still bounded by
@@ -89,9 +92,18 @@ class republish_worker {
   void join();
 
  private:
+  // Where a decoded frame's type name and payload lie in its bytes: offsets,
+  // which stay true when the string moves (a short one moves its bytes).
+  struct frame_parts {
+    bool known = false;
+    frame_header header;  // payload_type not set: it is a view
+    std::size_t type_offset = 0, type_size = 0, payload_offset = 0, payload_size = 0;
+  };
+  static frame_parts locate(std::string_view bytes, const frame_view& decoded);
   struct job {
     std::shared_ptr<detail::publisher_core> publisher;
     std::string frame;                        // empty: settle
+    frame_parts parts;                        // frame decoded already, if known
     std::shared_ptr<const topic_info> onward_info;
     std::vector<std::shared_ptr<link>> onward;
     std::size_t subscribers = 0;              // settle

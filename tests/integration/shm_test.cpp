@@ -535,50 +535,6 @@ BOOST_AUTO_TEST_CASE(loans_and_bytes_callbacks_use_the_shared_memory_itself) {
   for (const auto& [shared, size] : seen) BOOST_TEST(shared, "a view of " << size << " bytes was a copy");
 }
 
-// Small frames go back to the start of the ring once they have filled a
-// window that stays in the caches (256 KiB here), instead of cycling through
-// the whole ring (4 MiB with the defaults); with history the ring is used
-// whole. Either way every frame arrives, in order and intact.
-BOOST_AUTO_TEST_CASE(small_frames_cycle_through_a_window_at_the_start_of_the_ring) {
-  constexpr int frames = 30000;  // about 4.3 MB of records: more than the whole ring
-  for (const int history : {0, 1}) {
-    BOOST_TEST_CONTEXT("history " << history) {
-      scratch_domain d;
-      ipcbus::Bus bus(d.options("defaults: { transport: shm, history: " + std::to_string(history) + " }\n"));
-      std::mutex m;
-      std::uintptr_t lowest = UINTPTR_MAX, highest = 0;
-      std::uint64_t expected = 0;
-      int delivered = 0, wrong = 0;
-      auto sub = bus.subscribe<ipcbus::Bytes>("window/small", [&](const ipcbus::Bytes& b, const ipcbus::MessageInfo& info) {
-        std::lock_guard l(m);
-        const auto at = reinterpret_cast<std::uintptr_t>(b.data());
-        lowest = std::min(lowest, at);
-        highest = std::max(highest, at);
-        const auto first = static_cast<char>('a' + info.sequence % 26);
-        if (expected != 0 && info.sequence != expected + 1) ++wrong;
-        if (b.size() != 64 || b.data()[0] != first || b.data()[63] != first) ++wrong;
-        expected = info.sequence;
-        ++delivered;
-      });
-      auto pub = bus.advertise<ipcbus::Bytes>("window/small");
-      BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
-      for (std::uint64_t seq = 1; seq <= frames; ++seq) {  // the publisher's sequence starts at 1
-        std::error_code ec;
-        pub.publish(ipcbus::Bytes(std::string(64, static_cast<char>('a' + seq % 26))), ec);
-        BOOST_REQUIRE_MESSAGE(!ec, ec.message());
-      }
-      BOOST_REQUIRE(eventually([&] {
-        std::lock_guard l(m);
-        return delivered == frames;
-      }));
-      std::lock_guard l(m);
-      BOOST_TEST(wrong == 0);
-      if (history == 0) BOOST_TEST(highest - lowest < 300u * 1024);
-      else BOOST_TEST(highest - lowest > 3u * 1024 * 1024);
-    }
-  }
-}
-
 // Under drop_oldest the publisher may overwrite a record while a callback
 // reads it: those frames are copied out and checked first, never viewed in place.
 BOOST_AUTO_TEST_CASE(drop_oldest_callbacks_get_a_checked_copy) {

@@ -162,7 +162,7 @@ struct alignas(64) ring_header {
   std::atomic<std::uint32_t> closed;          // 1 once the publisher closed
   std::atomic<std::uint32_t> slots_used;      // no slot at or above this index was ever claimed
 
-  alignas(64) std::atomic<std::uint32_t> data_futex;    // bumped after every record
+  alignas(64) std::atomic<std::uint32_t> data_futex;    // bumped after a record when a subscriber sleeps on it
   alignas(64) std::atomic<std::uint32_t> space_futex;   // bumped by readers for a waiting publisher
   std::atomic<std::uint32_t> publisher_waiting;
 

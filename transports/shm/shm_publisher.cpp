@@ -37,10 +37,6 @@ constexpr std::size_t pool_min_segments = 8;
 // Largest frame a brief reservation (frame_slot::brief) holds the lock for.
 constexpr std::size_t max_brief_hold = 64 * 1024;
 constexpr auto pool_idle_time = std::chrono::seconds(2);
-// The least ring a publisher cycles through before it may go back to the
-// start early (wrap_early): well within a core's own cache (512 KiB or more
-// of L2 on current x86 and Arm server cores), and 16 frames of 16 KiB.
-constexpr std::uint64_t min_window = 256 * 1024;
 }  // namespace
 
 std::uint64_t ring_capacity(const topic_settings& s) {
@@ -83,36 +79,12 @@ std::error_code ring_publisher::open() {
 ring_publisher::placement ring_publisher::place(std::uint64_t len) const {
   placement at{};
   const std::uint64_t size = layout::record_size(len);
-  const std::uint64_t offset = tail_ & mask_;
-  const std::uint64_t room = capacity_ - offset;
-  // Records never wrap: pad to the start instead. Also when wrap_early says so.
-  at.pad = size > room || wrap_early(offset, size) ? room : 0;
+  const std::uint64_t room = capacity_ - (tail_ & mask_);
+  at.pad = size > room ? room : 0;  // records never wrap: pad to the start instead
   at.start = tail_ + at.pad;
   at.end = at.start + size;
   at.len = len;
   return at;
-}
-
-// Whether to go back to the start of the ring before its end, so that small
-// frames cycle through a window that stays in the cores' caches instead of
-// the whole ring (4 MiB by default, sized for 64 KiB frames): written 64 B at
-// a time, every line of it had left the caches by the time it came round
-// again, and each write had to fetch it from memory.
-//
-// The window is four times what `depth` frames of this size take, at least
-// min_window, and the ring goes back only while what is still kept (unread by
-// the slowest subscriber, or in the history window) takes at most a quarter
-// of it. A subscriber then has to fall three windows' worth of bytes behind
-// (more than 3 x depth such frames) before the publisher would wait for it or
-// overwrite its frames sooner than with the whole ring; `depth` stops the
-// publisher long before that. With history the ring is used whole: late
-// joiners are promised the last `history` frames, whatever their sizes.
-bool ring_publisher::wrap_early(std::uint64_t offset, std::uint64_t size) const {
-  if (offset < min_window || options_.settings.history > 0) return false;  // nearly every call
-  const std::uint64_t window = std::max(min_window, 4 * std::uint64_t{options_.settings.depth} * size);
-  if (offset < window || window > capacity_ / 2) return false;
-  const std::uint64_t kept = records_.empty() ? 0 : tail_ - records_.front().pos;
-  return kept <= window / 4;
 }
 
 std::size_t ring_publisher::index_of(std::uint64_t pos) const {

@@ -117,7 +117,6 @@ class ring_publisher {
 
   // All with mutex_ held.
   placement place(std::uint64_t len) const;
-  bool wrap_early(std::uint64_t offset, std::uint64_t size) const;
   bool room_for(const placement& at) const;
   void forget_oldest_record();
   std::size_t index_of(std::uint64_t pos) const;

@@ -15,7 +15,8 @@
 //
 // Meets Lockable (lock, try_lock, unlock): std::unique_lock and
 // std::lock_guard take it; a condition variable needs std::condition_variable_any.
-// Not recursive, not robust: for threads of one process only, never in shared memory.
+// Neither is robust: for threads of one process only, never in shared memory.
+// light_mutex is not recursive: its holder locking it again deadlocks.
 #pragma once
 
 #include <linux/futex.h>

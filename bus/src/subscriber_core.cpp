@@ -293,6 +293,14 @@ void subscriber_core::resume() {
 
 bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::milliseconds timeout,
                           std::error_code& ec) {
+  // A subscriber with a callback never queues anything: waiting would only
+  // use up the timeout, and from inside its own callback it would also hold
+  // the delivery lock (taken again, so the wait cannot release it) and keep
+  // close() waiting meanwhile.
+  if (handler_) {
+    ec = make_error_code(errc::invalid_argument);
+    return false;
+  }
   std::unique_lock lock(delivery_mutex_);
   if (!delivery_cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
     ec = make_error_code(errc::timed_out);

@@ -114,6 +114,43 @@ BOOST_AUTO_TEST_CASE(receive_times_out_without_publishers) {
   BOOST_TEST(ec == ipcbus::errc::timed_out);
 }
 
+// Its messages go to the callback: receive() says so at once, also from
+// inside that callback, instead of waiting out its timeout there with the
+// delivery lock held (which kept close() waiting too).
+BOOST_AUTO_TEST_CASE(receive_on_a_subscriber_with_a_callback_is_refused_at_once) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options());
+  ipcbus::Subscriber<Sample>* self = nullptr;
+  std::atomic<int> inside{0};
+  std::error_code inside_ec;
+  std::chrono::steady_clock::duration inside_took{};
+  auto sub = bus.subscribe<Sample>("callback/only", [&](const Sample&, const ipcbus::MessageInfo&) {
+    Sample s;
+    ipcbus::MessageInfo info;
+    const auto t0 = std::chrono::steady_clock::now();
+    self->receive(s, info, 10s, inside_ec);
+    inside_took = std::chrono::steady_clock::now() - t0;
+    inside = 1;
+  });
+  self = &sub;
+  Sample s;
+  ipcbus::MessageInfo info;
+  std::error_code ec;
+  const auto t0 = std::chrono::steady_clock::now();
+  BOOST_TEST(!sub.receive(s, info, 10s, ec));
+  BOOST_TEST(ec == ipcbus::errc::invalid_argument);
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < 5s));
+  BOOST_CHECK_THROW(sub.receive(10s), std::system_error);
+
+  auto pub = bus.advertise<Sample>("callback/only");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  pub.publish(ipcbus::test::make_sample(1, 8));
+  BOOST_REQUIRE(ipcbus::test::eventually([&] { return inside.load() == 1; }));
+  BOOST_TEST(inside_ec == ipcbus::errc::invalid_argument);
+  BOOST_TEST((inside_took < 5s));
+  sub.close();
+}
+
 BOOST_AUTO_TEST_CASE(an_invalid_domain_name_is_a_config_error) {
   scratch_domain d;
   auto o = d.options();

@@ -34,7 +34,8 @@ class Subscriber {
   Subscriber() = default;
 
   // Pull mode: waits up to `timeout` for the next message. Returns nullopt on
-  // timeout; throws std::system_error when the subscriber is closed.
+  // timeout; throws std::system_error when the subscriber is closed, or when
+  // it was made with a callback (invalid_argument: its messages go there).
   std::optional<Received<T>> receive(std::chrono::milliseconds timeout) {
     Received<T> r;
     std::error_code ec;
@@ -43,8 +44,9 @@ class Subscriber {
     if (ec) throw_if(ec, "receive on '" + pattern() + "'");
     return std::nullopt;
   }
-  // Non-throwing form: false with ec = timed_out, closed or type_mismatch
-  // (the payload did not parse as T; the message is consumed and counted).
+  // Non-throwing form: false with ec = timed_out, closed, type_mismatch
+  // (the payload did not parse as T; the message is consumed and counted) or
+  // invalid_argument (a subscriber with a callback, whose messages go there).
   bool receive(T& message, MessageInfo& info, std::chrono::milliseconds timeout, std::error_code& ec) {
     detail::subscriber_core* const sub = core();
     if (!sub) { ec = make_error_code(errc::closed); return false; }

@@ -20,12 +20,12 @@
 #pragma once
 
 #include <linux/futex.h>
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <thread>
 
 #include "ipcbus/detail/cpu_relax.hpp"
 
@@ -93,47 +93,40 @@ class light_recursive_mutex {
   light_recursive_mutex& operator=(const light_recursive_mutex&) = delete;
 
   void lock() {
-    const pthread_t me = ::pthread_self();
-    if (owned_by(me)) {
+    if (owned()) {
       ++depth_;
       return;
     }
     mutex_.lock();
-    take(me);
+    take();
   }
 
   bool try_lock() {
-    const pthread_t me = ::pthread_self();
-    if (owned_by(me)) {
+    if (owned()) {
       ++depth_;
       return true;
     }
     if (!mutex_.try_lock()) return false;
-    take(me);
+    take();
     return true;
   }
 
   void unlock() {
     if (--depth_ > 0) return;
-    owner_.store(pthread_t{}, std::memory_order_relaxed);
-    locked_.store(false, std::memory_order_relaxed);
+    owner_.store(std::thread::id{}, std::memory_order_relaxed);  // the id of no thread
     mutex_.unlock();
   }
 
  private:
-  bool owned_by(pthread_t me) const {
-    return locked_.load(std::memory_order_relaxed) && ::pthread_equal(owner_.load(std::memory_order_relaxed), me);
-  }
-  void take(pthread_t me) {
-    owner_.store(me, std::memory_order_relaxed);
-    locked_.store(true, std::memory_order_relaxed);
+  bool owned() const { return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id(); }
+  void take() {
+    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     depth_ = 1;
   }
 
   light_mutex mutex_;
-  std::atomic<pthread_t> owner_{};
-  std::atomic<bool> locked_{false};  // owner_ is valid (a pthread_t has no reserved "none" value)
-  unsigned depth_ = 0;               // only the owner touches it
+  std::atomic<std::thread::id> owner_{};
+  unsigned depth_ = 0;  // only the owner touches it
 };
 
 }  // namespace ipcbus::detail

@@ -766,11 +766,20 @@ void bridge::declare_interest() {
 republish_worker& bridge::worker_for(link& l) {
   if (!l.worker) {
     std::weak_ptr<link> weak = l.shared_from_this();
-    l.worker = std::make_shared<republish_worker>(l.shared_counters(), options_.republish, [this, weak] {
-      asio::post(io_, [weak] {
-        if (auto resumed = weak.lock()) resumed->resume_reading();
-      });
-    });
+    // Workers of ended links still republishing may carry older frames of
+    // the same origins (this may be the same peer come back): this one waits
+    // for them. An idle retired worker republishes nothing more.
+    std::vector<std::shared_ptr<republish_worker>> before;
+    for (const auto& w : retiring_)
+      if (!w->idle()) before.push_back(w);
+    l.worker = std::make_shared<republish_worker>(
+        l.shared_counters(), options_.republish,
+        [this, weak] {
+          asio::post(io_, [weak] {
+            if (auto resumed = weak.lock()) resumed->resume_reading();
+          });
+        },
+        std::move(before));
   }
   return *l.worker;
 }

@@ -7,8 +7,9 @@
 
 namespace ipcbus::bridge {
 
-republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room)
-    : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)) {
+republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room,
+                                   std::vector<std::shared_ptr<republish_worker>> after)
+    : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)), predecessors_(std::move(after)) {
   // The io thread owns the signals (asio::signal_set): this thread starts
   // with all of them blocked, so none interrupts a republish.
   sigset_t all, previous;
@@ -140,11 +141,31 @@ bool republish_worker::finished() const {
   return finished_;
 }
 
+bool republish_worker::wait_finished(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return finished_cv_.wait_for(lock, timeout, [&] { return finished_; });
+}
+
+// Each predecessor ends by itself: its frames are bounded in number and each
+// republish by its topic's publish_timeout, and the bridge's stop aborts it.
+// Checked in slices so that this worker's own stop is not held up meanwhile:
+// what it would wait to republish is dropped then anyway.
+void republish_worker::wait_for_predecessors() {
+  for (const auto& p : predecessors_) {
+    while (!p->wait_finished(std::chrono::milliseconds(10))) {
+      std::lock_guard lock(mutex_);
+      if (drop_queued_) break;
+    }
+  }
+  predecessors_.clear();
+}
+
 void republish_worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
 void republish_worker::run() {
+  wait_for_predecessors();
   std::unique_lock lock(mutex_);
   for (;;) {
     wake_.wait(lock, [&] { return !queue_.empty() || retired_; });
@@ -164,10 +185,12 @@ void republish_worker::run() {
       counters_->dropped.fetch_add(frames, std::memory_order_relaxed);  // received, never republished
       queue_.clear();
       queue_bytes_ = 0;
+      busy_ = true;  // not idle() until the sequences are spent: a successor waits for that too
       lock.unlock();
       for (const auto& p : lost) p->skip_sequences(1);
       lost.clear();
       lock.lock();
+      busy_ = false;
       continue;  // look again: more may have come, or retire()
     }
     if (queue_.empty()) {
@@ -239,6 +262,7 @@ void republish_worker::run() {
   publishers.clear();
   lock.lock();
   finished_ = true;
+  finished_cv_.notify_all();
 }
 
 }  // namespace ipcbus::bridge

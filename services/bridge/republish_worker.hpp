@@ -16,7 +16,10 @@
 // one's worker still empties its queue, two peers with the same topic):
 // publisher_core serialises publishes, and a frame's `lost` is skipped under
 // the same lock as its publish, so the sequence numbers add up whichever
-// worker comes first. A worker closes only the publishers handed to retire().
+// worker comes first. A new link's worker starts only after the workers of
+// ended links that still had frames (see the constructor): otherwise a peer
+// that comes back could overtake its own older frames, and their gap would
+// show on the wrong frame. A worker closes only the publishers handed to retire().
 //
 // Thread-safety: the public functions on the bridge's io thread; the work and
 // `on_room` on the worker's thread.
@@ -44,7 +47,13 @@ class republish_worker {
     std::size_t max_jobs = 256;
     std::size_t max_bytes = 8u << 20;
   };
-  republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room);
+  // `after`: workers of links that ended and still have frames to republish
+  // (or to count as dropped). This one starts on its own frames only once
+  // each of them finished, so that a link that comes back while its old
+  // worker still empties its queue cannot put newer frames of an origin
+  // before older ones, nor a gap in the wrong place.
+  republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room,
+                   std::vector<std::shared_ptr<republish_worker>> after = {});
   // Drops what is still queued (counted as dropped) and joins the thread.
   ~republish_worker();
   republish_worker(const republish_worker&) = delete;
@@ -89,6 +98,8 @@ class republish_worker {
   bool idle() const;
   // The thread has ended (after retire): join() will not wait.
   bool finished() const;
+  // Waits up to `timeout` for finished(); returns it.
+  bool wait_finished(std::chrono::milliseconds timeout) const;
   void join();
 
  private:
@@ -111,6 +122,7 @@ class republish_worker {
     std::uint64_t lost = 0;                   // sequences to skip before this frame
   };
   void run();
+  void wait_for_predecessors();
   bool full_locked() const;
 
   std::shared_ptr<link_counters> counters_;
@@ -118,6 +130,8 @@ class republish_worker {
   std::function<void()> on_room_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  mutable std::condition_variable finished_cv_;  // notified once finished_ is set
+  std::vector<std::shared_ptr<republish_worker>> predecessors_;  // see the constructor; the thread's alone
   std::deque<job> queue_;
   std::size_t queue_bytes_ = 0;
   bool busy_ = false;         // a job is being done

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -41,6 +43,59 @@ BOOST_AUTO_TEST_CASE(a_bus_runs_on_an_io_context_the_caller_owns) {
   while (delivered == 0 && std::chrono::steady_clock::now() < deadline) io.run_for(10ms);
   BOOST_TEST(delivered == 5);
   bus.shutdown();
+}
+
+// A callback that throws out of an io_context the application runs: the
+// exception comes out of run(), and once run() is called again the
+// subscriber goes on with the next message. Over shm the link used to stay
+// stuck on the message whose callback threw, so a reliable publisher timed
+// out as soon as the subscriber's queue was full.
+BOOST_AUTO_TEST_CASE(a_callback_that_throws_out_of_run_does_not_stop_the_subscriber) {
+  for (const std::string transport : {"shm", "unix", "tcp", "pipe", "mq"}) {
+    BOOST_TEST_CONTEXT("transport " << transport) {
+      scratch_domain d;
+      const std::string yaml =
+          "defaults: { transport: " + transport + ", qos: reliable, depth: 4, publish_timeout_ms: 2000 }\n";
+      boost::asio::io_context io;
+      ipcbus::Bus bus(io, d.options(yaml));
+      std::vector<std::uint64_t> delivered;
+      auto sub = bus.subscribe<Sample>("throw/x", [&](const Sample& s, const ipcbus::MessageInfo&) {
+        if (s.index() == 1) throw std::runtime_error("the application's handler failed");
+        delivered.push_back(s.index());
+      });
+      auto pub = bus.advertise<Sample>("throw/x");
+      const auto deadline = std::chrono::steady_clock::now() + 20s;
+      while (pub.subscriber_count() == 0 && std::chrono::steady_clock::now() < deadline) io.run_for(10ms);
+      BOOST_REQUIRE(pub.subscriber_count() == 1u);
+      // Published from another thread: a reliable publish may wait for room,
+      // which only this thread's io.run_for makes.
+      std::atomic<int> failed{0};
+      std::atomic<bool> done{false};
+      std::thread publisher([&] {
+        for (std::uint64_t i = 1; i <= 20; ++i) {
+          std::error_code ec;
+          pub.publish(ipcbus::test::make_sample(i, 16), ec);
+          if (ec) ++failed;
+        }
+        done = true;
+      });
+      int thrown = 0;
+      while ((!done || delivered.size() < 19) && std::chrono::steady_clock::now() < deadline) {
+        try {
+          io.run_for(10ms);
+        } catch (const std::runtime_error&) {
+          ++thrown;
+        }
+      }
+      publisher.join();
+      BOOST_TEST(thrown == 1);
+      BOOST_TEST(failed.load() == 0);
+      std::vector<std::uint64_t> expected;
+      for (std::uint64_t i = 2; i <= 20; ++i) expected.push_back(i);
+      BOOST_TEST(delivered == expected, boost::test_tools::per_element());
+      bus.shutdown();
+    }
+  }
 }
 
 // The callback may use anything that lives as long as the Subscriber: when

@@ -136,6 +136,20 @@ void mq_link_state::arm() {
 }
 
 void mq_link_state::process() {
+  try {
+    process_batch();
+  } catch (...) {
+    // A subscriber's callback threw out of an io_context the application
+    // runs (on the bus's own thread that ends the process). The message it
+    // got counts as taken; the queue is read on at the io_context's next
+    // turn, or the edge-triggered descriptor, never re-armed, would leave
+    // the link deaf for good.
+    process_later();
+    throw;
+  }
+}
+
+void mq_link_state::process_batch() {
   for (int i = 0; i < batch; ++i) {
     if (closed_ || paused_) return;
     const ssize_t n = ::mq_receive(queue_.native_handle(), message_.data(), message_.size(), nullptr);
@@ -153,13 +167,16 @@ void mq_link_state::process() {
     if (!handle(message_.data(), static_cast<std::size_t>(n))) return;
   }
   // More may be waiting: let other handlers run, then carry on.
-  if (!posted_) {
-    posted_ = true;
-    asio::post(queue_.get_executor(), [self = shared_from_this()] {
-      self->posted_ = false;
-      self->process();
-    });
-  }
+  process_later();
+}
+
+void mq_link_state::process_later() {
+  if (posted_ || closed_) return;
+  posted_ = true;
+  asio::post(queue_.get_executor(), [self = shared_from_this()] {
+    self->posted_ = false;
+    self->process();
+  });
 }
 
 bool mq_link_state::handle(const char* data, std::size_t size) {

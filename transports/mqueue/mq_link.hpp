@@ -45,6 +45,9 @@ class mq_link_state : public std::enable_shared_from_this<mq_link_state> {
   void schedule_check();
   // Receives and handles up to a batch of messages; re-arms or reposts itself.
   void process();
+  void process_batch();
+  // process() on a later turn of the io_context (at most one pending).
+  void process_later();
   // Handles one message; false once the link is closed or the publisher said bye.
   bool handle(const char* data, std::size_t size);
   bool deliver(std::string_view encoded);

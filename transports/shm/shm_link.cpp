@@ -134,8 +134,10 @@ void shm_link_state::wait_event() {
                       std::uint64_t count = 0;
                       (void)::read(self->event_fd_, &count, sizeof count);
                       self->asleep_direct_ = false;  // the publisher took the request back
-                      self->drain();
+                      // Armed again first: a handler that throws out of drain()
+                      // must not leave the link deaf to the next wake-up.
                       if (!self->closed_) self->wait_event();
+                      self->drain();
                     });
 }
 
@@ -154,21 +156,33 @@ void shm_link_state::drain() {
   }
   draining_ = true;
   read_result::kind last = read_result::empty;
-  for (int n = 0; n < drain_batch && !closed_ && !paused_; ++n) {
-    frame_view f;
-    read_result r = reader_->next(f);
-    last = r.what;
-    if (r.what == read_result::frame) {
-      if (callbacks_.on_frame) callbacks_.on_frame(f);
-      reader_->release();  // after the callback: it may have read the ring in place
-      continue;
+  try {
+    for (int n = 0; n < drain_batch && !closed_ && !paused_; ++n) {
+      frame_view f;
+      read_result r = reader_->next(f);
+      last = r.what;
+      if (r.what == read_result::frame) {
+        if (callbacks_.on_frame) callbacks_.on_frame(f);
+        reader_->release();  // after the callback: it may have read the ring in place
+        continue;
+      }
+      if (r.what == read_result::failed) {
+        draining_ = false;
+        fail(r.ec, r.why);
+        return;
+      }
+      break;
     }
-    if (r.what == read_result::failed) {
-      draining_ = false;
-      fail(r.ec, r.why);
-      return;
-    }
-    break;
+  } catch (...) {
+    // A subscriber's callback threw (or memory ran out). On the bus's own io
+    // thread that ends the process; out of an io_context the application
+    // runs it comes out of run(). The frame counts as taken, and the link
+    // goes on from the next one once the io_context runs again, instead of
+    // holding its place in the ring (and a reliable publisher) for ever.
+    reader_->release();
+    draining_ = false;
+    if (!closed_) drain_later();
+    throw;
   }
   draining_ = false;
   after_drain(last);

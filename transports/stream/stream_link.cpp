@@ -111,7 +111,12 @@ void stream_link_state::drain() {
       return;
     }
     end_ += n;
-    if (!deliver_buffered()) return;
+    try {
+      if (!deliver_buffered()) return;
+    } catch (...) {
+      go_on_later();
+      throw;
+    }
   }
 }
 
@@ -134,13 +139,30 @@ void stream_link_state::read_more() {
           return;
         }
         self->end_ += n;
-        if (!self->deliver_buffered()) return;
-        if (self->draining_) {
-          if (!self->paused_) self->drain();
-        } else {
-          self->read_more();
-        }
+        self->deliver_and_go_on();
       });
+}
+
+// After a callback threw: the frame it got counts as taken (begin_ is past
+// it); what is buffered after it, and reading (or draining) on, at the next turn.
+void stream_link_state::go_on_later() {
+  boost::asio::post(descriptor_.get_executor(), [self = shared_from_this()] {
+    if (!self->closed_) self->deliver_and_go_on();
+  });
+}
+
+void stream_link_state::deliver_and_go_on() {
+  try {
+    if (!deliver_buffered()) return;
+  } catch (...) {
+    go_on_later();
+    throw;
+  }
+  if (draining_) {
+    if (!paused_) drain();
+  } else {
+    read_more();
+  }
 }
 
 }  // namespace ipcbus::transport::stream

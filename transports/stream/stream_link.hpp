@@ -45,6 +45,11 @@ class stream_link_state : public std::enable_shared_from_this<stream_link_state>
   void drain();
   // Delivers every complete frame in the buffer; false once the link is closed.
   bool deliver_buffered();
+  // deliver_buffered, then reads on (or drains on). A callback that throws
+  // out of the io_context the application runs leaves with the exception;
+  // the rest is delivered and reading goes on at the io_context's next turn.
+  void deliver_and_go_on();
+  void go_on_later();
   void fail(std::error_code ec, const std::string& reason);
 
   boost::asio::posix::stream_descriptor descriptor_;

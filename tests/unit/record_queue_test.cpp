@@ -102,3 +102,20 @@ BOOST_AUTO_TEST_CASE(a_mostly_empty_queue_gives_its_memory_back) {
   BOOST_TEST(q.front() == 99990u);
   BOOST_TEST(q.back() == 99999u);
 }
+
+// The shm publisher makes room before a record becomes visible to readers, so
+// that recording it afterwards cannot fail: after reserve_one, push_back
+// must not reallocate.
+BOOST_AUTO_TEST_CASE(after_reserve_one_a_push_does_not_reallocate) {
+  record_queue<std::uint64_t> q;
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    q.reserve_one();
+    BOOST_TEST_REQUIRE(q.capacity() > q.size());
+    const std::size_t capacity = q.capacity();
+    const std::uint64_t* first = q.empty() ? nullptr : &q.front();
+    q.push_back(i);
+    BOOST_TEST_REQUIRE(q.capacity() == capacity);
+    if (first) BOOST_TEST_REQUIRE(&q.front() == first);
+    if (i % 3 == 0) q.pop_front();  // wraps around as well as filling up
+  }
+}

@@ -26,8 +26,13 @@ class record_queue {
   T& front() { return (*this)[0]; }
   const T& front() const { return (*this)[0]; }
   T& back() { return (*this)[count_ - 1]; }
-  void push_back(const T& item) {
+  // Makes room for one more item now, so that the next push_back neither
+  // allocates nor throws. Throws std::bad_alloc as push_back would.
+  void reserve_one() {
     if (count_ == items_.size()) resize(std::max<std::size_t>(initial, 2 * items_.size()));
+  }
+  void push_back(const T& item) {
+    reserve_one();
     items_[(first_ + count_) & mask_] = item;
     ++count_;
   }

@@ -71,6 +71,9 @@ std::error_code ring_publisher::open() {
   hdr_->owner_pid = static_cast<std::uint32_t>(::getpid());
   hdr_->qos = static_cast<std::uint32_t>(options_.settings.qos);
   hdr_->blobs_released.store(next_use_, std::memory_order_relaxed);
+  // The pool never holds more than one over its limit (release_blob), so
+  // releasing a side segment never allocates, whatever memory is left.
+  pool_.reserve(pool_max_segments() + 1);
   // Everything above must be visible to whoever sees the magic.
   hdr_->magic.store(layout::ring_magic, std::memory_order_release);
   return {};
@@ -276,6 +279,11 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
       }
       break;
   }
+  // Room in the record index (and the side segment list) now, while a
+  // bad_alloc still leaves nothing changed: once the tail is published,
+  // publish_record must not fail halfway.
+  records_.reserve_one();
+  if (side && blobs_.size() == blobs_.capacity()) blobs_.reserve(2 * blobs_.size() + 8);
   if (side) {
     if (auto ec = take_blob(size, pending_.blob)) return ec;
     pending_.use = next_use_++;
@@ -370,7 +378,7 @@ void ring_publisher::release_blob(side_segment seg, std::uint64_t pos, std::uint
   seg.header()->use.store(0);  // seq_cst: before any later reader_at scan
   pool_bytes_ += seg.map.size();
   pool_.push_back({std::move(seg), pos, end, clock::now()});
-  const std::size_t most = std::max<std::size_t>(pool_min_segments, std::size_t{options_.settings.depth} + 1);
+  const std::size_t most = pool_max_segments();
   while (pool_.size() > 1 && (pool_.size() > most || pool_bytes_ > pool_budget())) {
     pool_bytes_ -= pool_.front().seg.map.size();
     unlink_blob(pool_.front().seg);
@@ -379,6 +387,10 @@ void ring_publisher::release_blob(side_segment seg, std::uint64_t pos, std::uint
 }
 
 std::uint64_t ring_publisher::pool_budget() const { return layout::blob_pool_budget(capacity_); }
+
+std::size_t ring_publisher::pool_max_segments() const {
+  return std::max<std::size_t>(pool_min_segments, std::size_t{options_.settings.depth} + 1);
+}
 
 void ring_publisher::unlink_blob(side_segment& seg) {
   if (seg.id) ::shm_unlink(blob_name(name_, seg.id).c_str());
@@ -447,7 +459,14 @@ std::error_code ring_publisher::commit_reserved() {
   // be released; otherwise now and then keeps the index short enough.
   if (!blobs_.empty() || ++publishes_since_trim_ >= 32) {
     publishes_since_trim_ = 0;
-    trim();
+    // The frame is out: housekeeping that runs out of memory must not make
+    // the caller believe it is not (it would send it again under the same
+    // sequence number, which every subscriber then drops). The next trim
+    // or maintain() does it again.
+    try {
+      trim();
+    } catch (const std::bad_alloc&) {
+    }
   }
   return {};
 }
@@ -588,10 +607,10 @@ void ring_publisher::trim() {
   std::uint64_t released = n < blobs_.size() ? blobs_[n].rec.use : next_use_;
   if (pending_.use) released = std::min(released, pending_.use);
   hdr_->blobs_released.store(released, std::memory_order_release);
-  for (; n > 0; --n) {
-    const record b = blobs_.front().rec;
-    release_blob(std::move(blobs_.front().seg), b.pos, b.end);
-    blobs_.pop_front();
+  for (; n > 0; --n) {  // front first: usually one, and at most the frames in flight
+    in_flight b = std::move(blobs_.front());
+    blobs_.erase(blobs_.begin());  // first: never a moved-from entry left behind
+    release_blob(std::move(b.seg), b.rec.pos, b.rec.end);
   }
 }
 

@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -134,6 +133,7 @@ class ring_publisher {
   void unlink_blob(side_segment& seg);
   void expire_pool();
   std::uint64_t pool_budget() const;
+  std::size_t pool_max_segments() const;
   void announce(const placement& at);
   void publish_record();
   void end_reservation();
@@ -166,7 +166,7 @@ class ring_publisher {
   mutable detail::light_mutex mutex_;
   std::uint64_t tail_ = 0;
   record_queue<record> records_;  // records intact in the ring that someone may still read, by position
-  std::deque<in_flight> blobs_;  // side segments holding a frame someone may still read, by use
+  std::vector<in_flight> blobs_;  // side segments holding a frame someone may still read, by use
   std::vector<pooled> pool_;     // released side segments kept for reuse, oldest release first
   std::uint64_t pool_bytes_ = 0;
   std::uint64_t next_use_ = 1;      // blob_ref::use of the next large frame

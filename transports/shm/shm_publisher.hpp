@@ -149,9 +149,13 @@ class ring_publisher {
   void counters_changed() { counters_version_.fetch_add(1, std::memory_order_release); }
   layout::slot& slot_at(std::size_t i) const { return hdr_->slot_table[i]; }
   // Slots [0, n) may be in use: subscribers take the lowest free one, so the
-  // scans done for every frame stay short.
+  // scans done for every frame stay short. seq_cst, as the slot loads of the
+  // scans: in announce and wake_readers the scan pairs with a seq_cst store
+  // before it (tail_intent, tail), and a subscriber in a slot nobody used
+  // before raises slots_used before it goes active; an acquire load could be
+  // ordered before that store. (On x86 both are a plain load.)
   std::size_t slots_in_use() const {
-    return std::min<std::size_t>(hdr_->slots_used.load(std::memory_order_acquire), layout::slot_count);
+    return std::min<std::size_t>(hdr_->slots_used.load(), layout::slot_count);
   }
 
   endpoint_options options_;

@@ -91,8 +91,7 @@ std::error_code ring_reader::claim_slot() {
     // The publisher may have announced an overwrite of our start while we were
     // not active yet (see ring_publisher::announce): then start at the head.
     std::uint64_t c = s.cursor.load();
-    const std::uint64_t ti = hdr_->tail_intent.load();
-    const std::uint64_t h = hdr_->head.load();
+    const auto [ti, h] = intent_and_head();
     if (ti > c && ti - c > capacity_ && h > c && h <= ti && h % layout::record_align == 0)
       s.cursor.compare_exchange_strong(c, h);
     slot_ = &s;
@@ -100,6 +99,18 @@ std::error_code ring_reader::claim_slot() {
     return {};
   }
   return make_error_code(errc::would_block);
+}
+
+// tail_intent and head as one announcement left them. The publisher stores
+// head, then tail_intent (ring_publisher::announce): a head read after
+// tail_intent may belong to the next announcement and lie past the
+// tail_intent read, which is no sign of a broken segment. The tail_intent
+// read again then is that announcement's or a later one, not behind it.
+std::pair<std::uint64_t, std::uint64_t> ring_reader::intent_and_head() const {
+  std::uint64_t ti = hdr_->tail_intent.load();
+  const std::uint64_t h = hdr_->head.load();
+  if (h > ti) ti = hdr_->tail_intent.load();
+  return {ti, h};
 }
 
 // Before going active: the publisher scans only slots below slots_used.
@@ -340,8 +351,7 @@ bool ring_reader::overrun(std::uint64_t c) const {
 // jump to the oldest intact record. The gap shows up as a sequence gap.
 bool ring_reader::recover(std::uint64_t c) {
   if (slot_->cursor.load(std::memory_order_acquire) != c) return true;
-  const std::uint64_t ti = hdr_->tail_intent.load(std::memory_order_acquire);
-  const std::uint64_t h = hdr_->head.load(std::memory_order_acquire);
+  const auto [ti, h] = intent_and_head();
   if (h <= c || h > ti || ti - h > capacity_ || h % layout::record_align != 0) return false;
   std::uint64_t expected = c;
   slot_->cursor.compare_exchange_strong(expected, h);

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <system_error>
 #include <vector>
 
@@ -94,6 +95,7 @@ class ring_reader {
   std::error_code validate_header(std::string& why) const;
   std::error_code claim_slot();
   void raise_slots_used(std::uint32_t n);
+  std::pair<std::uint64_t, std::uint64_t> intent_and_head() const;
   step read_record(std::uint64_t c, std::uint64_t t, frame_view& out);
   step read_blob(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref, frame_view& out);
   step blob_gone(std::uint64_t c, std::uint64_t next, const layout::blob_ref& ref, const std::string& what);

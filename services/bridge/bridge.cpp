@@ -605,6 +605,7 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     }
     ++r.links;
     in.publisher = r.publisher;
+    in.order = r.order;
     in.onward_info = r.onward_info;
     l.inbound.emplace(t.id(), std::move(in));
     return;
@@ -649,8 +650,10 @@ void bridge::on_topic(link& l, const BridgeTopic& t) {
     // Bounded as the links' topics are: a republisher is made only for a
     // topic we declared interest in, at most max_topics_per_link per link;
     // those no link uses any more are bounded in close_idle_republishers.
+    in.order = std::make_shared<republish_order>();
     auto& r = republishers_[t.topic()];
     r.publisher = in.publisher;
+    r.order = in.order;
     r.type_name = t.type_name();
     r.onward_info = in.onward_info;
     r.links = 1;
@@ -712,7 +715,7 @@ void bridge::on_data(link& l, BridgeData& d) {
   // in worker_for).
   auto onward_info = onward.empty() ? nullptr : in.onward_info;
   auto& worker = worker_for(l);
-  worker.publish(first ? in.publisher : nullptr, std::move(*d.mutable_frame()), std::move(onward_info),
+  worker.publish(first ? in.publisher : nullptr, in.order, std::move(*d.mutable_frame()), std::move(onward_info),
                  std::move(onward), lost, &frame);
   if (worker.full()) l.pause_reading();
 }
@@ -766,20 +769,11 @@ void bridge::declare_interest() {
 republish_worker& bridge::worker_for(link& l) {
   if (!l.worker) {
     std::weak_ptr<link> weak = l.shared_from_this();
-    // Workers of ended links still republishing may carry older frames of
-    // the same origins (this may be the same peer come back): this one waits
-    // for them. An idle retired worker republishes nothing more.
-    std::vector<std::shared_ptr<republish_worker>> before;
-    for (const auto& w : retiring_)
-      if (!w->idle()) before.push_back(w);
-    l.worker = std::make_shared<republish_worker>(
-        l.shared_counters(), options_.republish,
-        [this, weak] {
-          asio::post(io_, [weak] {
-            if (auto resumed = weak.lock()) resumed->resume_reading();
-          });
-        },
-        std::move(before));
+    l.worker = std::make_shared<republish_worker>(l.shared_counters(), options_.republish, [this, weak] {
+      asio::post(io_, [weak] {
+        if (auto resumed = weak.lock()) resumed->resume_reading();
+      });
+    });
   }
   return *l.worker;
 }

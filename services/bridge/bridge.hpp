@@ -201,6 +201,9 @@ class bridge {
   // sequence (the duplicate filter's `lost`), not a new publisher.
   struct republisher {
     std::shared_ptr<detail::publisher_core> publisher;
+    // Every link's worker republishes through it in the order the io thread
+    // received the frames (republish_order.hpp).
+    std::shared_ptr<republish_order> order;
     std::string type_name;  // as the first link announced it: another type is refused
     std::shared_ptr<const topic_info> onward_info;
     std::size_t links = 0;  // inbound topics of links that use it now

@@ -35,6 +35,7 @@
 #include "bridge_wire.hpp"
 #include "ipcbus/config.hpp"
 #include "ipcbus/detail/publisher_core.hpp"
+#include "republish_order.hpp"
 
 namespace ipcbus::bridge {
 
@@ -155,6 +156,7 @@ class link : public std::enable_shared_from_this<link> {
     // The bridge's republisher of the topic, shared with other links (see
     // bridge::republisher). Null: refused, frames are counted as dropped.
     std::shared_ptr<detail::publisher_core> publisher;
+    std::shared_ptr<republish_order> order;  // the republisher's (republish_order.hpp)
     // What the topic is passed on as to our other peers (transit), and to
     // which of them: recomputed when the bridge's routing generation moved on.
     std::shared_ptr<const topic_info> onward_info;

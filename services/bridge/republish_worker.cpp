@@ -7,9 +7,8 @@
 
 namespace ipcbus::bridge {
 
-republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room,
-                                   std::vector<std::shared_ptr<republish_worker>> after)
-    : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)), predecessors_(std::move(after)) {
+republish_worker::republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room)
+    : counters_(std::move(counters)), limits_(lim), on_room_(std::move(on_room)) {
   // The io thread owns the signals (asio::signal_set): this thread starts
   // with all of them blocked, so none interrupts a republish.
   sigset_t all, previous;
@@ -26,6 +25,7 @@ republish_worker::~republish_worker() {
       retired_ = true;
       drop_queued_ = true;
     }
+    aborted_ = true;
   }
   wake_.notify_all();
   join();
@@ -66,7 +66,8 @@ republish_worker::frame_parts republish_worker::locate(std::string_view bytes, c
   return parts;
 }
 
-void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
+void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher,
+                               std::shared_ptr<republish_order> order, std::string frame,
                                std::shared_ptr<const topic_info> onward_info, std::vector<std::shared_ptr<link>> onward,
                                std::uint64_t lost, const frame_view* decoded) {
   // `decoded` views the caller's string, whose bytes `frame` took over: the
@@ -74,14 +75,20 @@ void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher
   // instead, locate finds the views outside `frame` and the worker decodes.
   frame_parts parts;
   if (decoded) parts = locate(frame, *decoded);
+  job j;
+  if (publisher && order) {
+    j.order = std::move(order);
+    j.place = j.order->take();
+  }
   {
-    std::lock_guard lock(mutex_);
-    if (retired_) {
+    std::unique_lock lock(mutex_);
+    if (retired_) {  // the bridge never does this: a link's worker retires with its link
       counters_->dropped.fetch_add(1, std::memory_order_relaxed);
+      lock.unlock();
+      if (j.order) j.order->done(j.place);  // not waited for: this is the io thread
       return;
     }
     queue_bytes_ += frame.size();
-    job j;
     j.publisher = std::move(publisher);
     j.frame = std::move(frame);
     j.parts = parts;
@@ -130,6 +137,7 @@ void republish_worker::abort() {
     std::lock_guard lock(mutex_);
     retired_ = true;
     drop_queued_ = true;
+    aborted_ = true;
     current = current_;
   }
   wake_.notify_all();
@@ -141,54 +149,46 @@ bool republish_worker::finished() const {
   return finished_;
 }
 
-bool republish_worker::wait_finished(std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mutex_);
-  return finished_cv_.wait_for(lock, timeout, [&] { return finished_; });
-}
-
-// Each predecessor ends by itself: its frames are bounded in number and each
-// republish by its topic's publish_timeout, and the bridge's stop aborts it.
-// Checked in slices so that this worker's own stop is not held up meanwhile:
-// what it would wait to republish is dropped then anyway.
-void republish_worker::wait_for_predecessors() {
-  for (const auto& p : predecessors_) {
-    while (!p->wait_finished(std::chrono::milliseconds(10))) {
-      std::lock_guard lock(mutex_);
-      if (drop_queued_) break;
-    }
-  }
-  predecessors_.clear();
-}
-
 void republish_worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+// The republishers outlive this worker (a link that comes back goes on
+// through them): each frame dropped here spends its sequence number there,
+// and the `lost` before it too, in its turn, so that local subscribers see
+// the gap where it is. Stopping does not wait for turns: nothing that comes
+// after is republished then either.
+void republish_worker::drop(std::deque<job>& jobs) {
+  const auto stopping = [this] {
+    std::lock_guard lock(mutex_);
+    return aborted_;
+  };
+  for (auto& j : jobs) {
+    if (j.frame.empty() || !j.publisher) continue;
+    if (j.order) j.order->wait_turn(j.place, stopping);
+    j.publisher->skip_sequences(1 + j.lost);
+    if (j.order) j.order->done(j.place);
+  }
+  jobs.clear();
+}
+
 void republish_worker::run() {
-  wait_for_predecessors();
   std::unique_lock lock(mutex_);
   for (;;) {
     wake_.wait(lock, [&] { return !queue_.empty() || retired_; });
     if (drop_queued_ && !queue_.empty()) {
       std::uint64_t frames = 0;
-      // The republishers outlive this worker (a link that comes back goes on
-      // through them): each frame dropped here spends its sequence number
-      // there, so local subscribers see it missing. Not under our lock: a
-      // republisher's lock may be held by another link's worker waiting for
-      // room, and the io thread must not wait for that to queue work here.
-      std::vector<std::shared_ptr<detail::publisher_core>> lost;
-      for (auto& j : queue_) {
-        if (j.frame.empty()) continue;
-        ++frames;
-        if (j.publisher) lost.push_back(std::move(j.publisher));
-      }
+      for (const auto& j : queue_) frames += !j.frame.empty();
       counters_->dropped.fetch_add(frames, std::memory_order_relaxed);  // received, never republished
+      std::deque<job> dropped = std::move(queue_);
       queue_.clear();
       queue_bytes_ = 0;
-      busy_ = true;  // not idle() until the sequences are spent: a successor waits for that too
+      // Not under our lock: a republisher's lock may be held by another
+      // link's worker waiting for room, and the io thread must not wait for
+      // that to queue work here. Busy meanwhile: not idle() until done.
+      busy_ = true;
       lock.unlock();
-      for (const auto& p : lost) p->skip_sequences(1);
-      lost.clear();
+      drop(dropped);
       lock.lock();
       busy_ = false;
       continue;  // look again: more may have come, or retire()
@@ -233,7 +233,20 @@ void republish_worker::run() {
       } else {
         decoded = !decode_frame(j.frame, frame);
       }
-      failed = !decoded || (j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload, j.lost));
+      // After every frame the io thread queued for this publisher before it
+      // (on other links' workers too); a wait cut short by stopping drops it.
+      const auto stopping = [this] {
+        std::lock_guard stop_lock(mutex_);
+        return aborted_;
+      };
+      const bool turn = !j.order || j.order->wait_turn(j.place, stopping);
+      if (turn && decoded) {
+        failed = j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload, j.lost);
+      } else {  // spent all the same: the subscribers here see the gap
+        if (j.publisher) j.publisher->skip_sequences(1 + j.lost);
+        failed = true;
+      }
+      if (j.order) j.order->done(j.place);
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
       // Passed on as it came (origin, publisher id and sequence kept, so the
       // next bridges recognise copies), one hop more, whatever became of the
@@ -262,7 +275,6 @@ void republish_worker::run() {
   publishers.clear();
   lock.lock();
   finished_ = true;
-  finished_cv_.notify_all();
 }
 
 }  // namespace ipcbus::bridge

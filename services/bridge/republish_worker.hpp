@@ -15,11 +15,11 @@
 // may republish through the same one (a link that came back while the old
 // one's worker still empties its queue, two peers with the same topic):
 // publisher_core serialises publishes, and a frame's `lost` is skipped under
-// the same lock as its publish, so the sequence numbers add up whichever
-// worker comes first. A new link's worker starts only after the workers of
-// ended links that still had frames (see the constructor): otherwise a peer
-// that comes back could overtake its own older frames, and their gap would
-// show on the wrong frame. A worker closes only the publishers handed to retire().
+// the same lock as its publish. The workers take their turns through the
+// republisher's republish_order, in the order the io thread received the
+// frames: a link that comes back cannot overtake its old frames still queued
+// on the ended link's worker, and each gap shows on the frame right after it.
+// A worker closes only the publishers handed to retire().
 //
 // Thread-safety: the public functions on the bridge's io thread; the work and
 // `on_room` on the worker's thread.
@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "bridge_link.hpp"
+#include "republish_order.hpp"
 #include "ipcbus/detail/publisher_core.hpp"
 
 namespace ipcbus::bridge {
@@ -47,13 +48,7 @@ class republish_worker {
     std::size_t max_jobs = 256;
     std::size_t max_bytes = 8u << 20;
   };
-  // `after`: workers of links that ended and still have frames to republish
-  // (or to count as dropped). This one starts on its own frames only once
-  // each of them finished, so that a link that comes back while its old
-  // worker still empties its queue cannot put newer frames of an origin
-  // before older ones, nor a gap in the wrong place.
-  republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room,
-                   std::vector<std::shared_ptr<republish_worker>> after = {});
+  republish_worker(std::shared_ptr<link_counters> counters, limits lim, std::function<void()> on_room);
   // Drops what is still queued (counted as dropped) and joins the thread.
   ~republish_worker();
   republish_worker(const republish_worker&) = delete;
@@ -75,7 +70,10 @@ class republish_worker {
   // `decoded`: the frame as the io thread decoded it (views into `frame`
   // before the move), so that the worker does not decode it a second time;
   // without it, or when its views are not inside `frame`, the worker decodes.
-  void publish(std::shared_ptr<detail::publisher_core> publisher, std::string frame,
+  // `order`: the publisher's republish_order; with a publisher, the frame
+  // takes its place in it here, on the io thread.
+  void publish(std::shared_ptr<detail::publisher_core> publisher, std::shared_ptr<republish_order> order,
+               std::string frame,
                std::shared_ptr<const topic_info> onward_info = nullptr, std::vector<std::shared_ptr<link>> onward = {},
                std::uint64_t lost = 0, const frame_view* decoded = nullptr);
   // True while the queue is at its limit: the link should not read more.
@@ -98,8 +96,6 @@ class republish_worker {
   bool idle() const;
   // The thread has ended (after retire): join() will not wait.
   bool finished() const;
-  // Waits up to `timeout` for finished(); returns it.
-  bool wait_finished(std::chrono::milliseconds timeout) const;
   void join();
 
  private:
@@ -113,6 +109,8 @@ class republish_worker {
   static frame_parts locate(std::string_view bytes, const frame_view& decoded);
   struct job {
     std::shared_ptr<detail::publisher_core> publisher;
+    std::shared_ptr<republish_order> order;   // with a publisher: whose turn it is
+    std::uint64_t place = 0;                  // this frame's place in `order`
     std::string frame;                        // empty: settle
     frame_parts parts;                        // frame decoded already, if known
     std::shared_ptr<const topic_info> onward_info;
@@ -122,7 +120,9 @@ class republish_worker {
     std::uint64_t lost = 0;                   // sequences to skip before this frame
   };
   void run();
-  void wait_for_predecessors();
+  // Spends the sequence numbers of queued frames that will not be republished
+  // (the frame's own and its `lost`), each in its turn.
+  void drop(std::deque<job>& jobs);
   bool full_locked() const;
 
   std::shared_ptr<link_counters> counters_;
@@ -130,8 +130,6 @@ class republish_worker {
   std::function<void()> on_room_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  mutable std::condition_variable finished_cv_;  // notified once finished_ is set
-  std::vector<std::shared_ptr<republish_worker>> predecessors_;  // see the constructor; the thread's alone
   std::deque<job> queue_;
   std::size_t queue_bytes_ = 0;
   bool busy_ = false;         // a job is being done
@@ -139,6 +137,7 @@ class republish_worker {
   bool was_full_ = false;     // on_room is owed once there is room again
   bool retired_ = false;
   bool drop_queued_ = false;
+  bool aborted_ = false;      // stopping: no waiting for a turn either
   bool finished_ = false;
   std::vector<std::shared_ptr<detail::publisher_core>> to_close_;
   std::chrono::milliseconds drain_{0};

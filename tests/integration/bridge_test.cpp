@@ -908,7 +908,9 @@ BOOST_AUTO_TEST_CASE(a_link_that_comes_back_while_the_old_one_still_republishes_
   // b's bridge holds a few seconds of frames to republish when a's bridge is
   // killed and restarted. The link comes back within that time and brings
   // newer frames: b's subscriber must still see a's stream in the order a
-  // published it, with each gap counted once, where it is.
+  // published it, with each gap counted once, where it is (the old link's
+  // worker and the new one's take turns at the shared republisher in the
+  // order b received the frames: republish_order.hpp).
   const std::string rules = "topics: [ { match: \"ord/#\", qos: drop_newest } ]\n";
   site a("a"), b("b");
   a.config = a.domain.write_config(rules + "bridge: { token: \"s3cret\", export: [\"#\"] }\n");

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <thread>
 
 #include <boost/asio/post.hpp>
@@ -267,12 +268,21 @@ void subscriber_core::update_links_paused() {
   // which erases it from links_: walk a copy of the ids, not the map.
   std::vector<std::uint64_t> ids;
   for (const auto& [id, link] : links_) ids.push_back(id);
+  // A callback that throws during a resume (out of an io_context the
+  // application runs) must not leave the other links paused: the first
+  // exception goes on once every link had its turn.
+  std::exception_ptr thrown;
   for (const auto id : ids) {
     const auto it = links_.find(id);
     if (it == links_.end()) continue;
-    if (paused) it->second.link->pause();
-    else it->second.link->resume();
+    try {
+      if (paused) it->second.link->pause();
+      else it->second.link->resume();
+    } catch (...) {
+      if (!thrown) thrown = std::current_exception();
+    }
   }
+  if (thrown) std::rethrow_exception(thrown);
 }
 
 void subscriber_core::pause() {

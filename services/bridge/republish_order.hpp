@@ -16,14 +16,18 @@
 // always at the front of its worker's queue and may go.
 //
 // Thread-safety: take() on the io thread; wait_turn() and done() on any thread.
+// A place is best held in a republish_order::place, which is done() when it
+// goes, whatever path a frame takes (republished, dropped, an exception).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <utility>
 
 namespace ipcbus::bridge {
 
@@ -35,6 +39,36 @@ class republish_order {
     std::lock_guard lock(mutex_);
     return next_++;
   }
+
+  // A place taken in an order, done() when released or destroyed. Move-only;
+  // empty (no order) means no turn to wait for.
+  class place {
+   public:
+    place() = default;
+    place(std::shared_ptr<republish_order> order) : order_(std::move(order)), at_(order_->take()) {}  // NOLINT
+    place(place&& other) noexcept : order_(std::move(other.order_)), at_(other.at_) {}
+    place& operator=(place&& other) noexcept {
+      if (this != &other) {
+        release();
+        order_ = std::move(other.order_);
+        at_ = other.at_;
+      }
+      return *this;
+    }
+    place(const place&) = delete;
+    place& operator=(const place&) = delete;
+    ~place() { release(); }
+    // See republish_order::wait_turn; true at once for an empty place.
+    bool wait_turn(const std::function<bool()>& stop) const { return !order_ || order_->wait_turn(at_, stop); }
+    void release() {
+      if (order_) order_->done(at_);
+      order_.reset();
+    }
+
+   private:
+    std::shared_ptr<republish_order> order_;
+    std::uint64_t at_ = 0;
+  };
 
   // Waits until every place before `place` is done, checking `stop` every
   // 10 ms: true when it is this place's turn, false when `stop` said so first.

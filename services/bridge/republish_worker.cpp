@@ -38,6 +38,7 @@ void republish_worker::settle(std::shared_ptr<detail::publisher_core> publisher,
     if (retired_) return;
     job j;
     j.publisher = std::move(publisher);
+    j.settle = true;
     j.subscribers = subscribers;
     j.wait = wait;
     queue_.push_back(std::move(j));
@@ -75,18 +76,15 @@ void republish_worker::publish(std::shared_ptr<detail::publisher_core> publisher
   // instead, locate finds the views outside `frame` and the worker decodes.
   frame_parts parts;
   if (decoded) parts = locate(frame, *decoded);
+  // The place is done when the job goes, whatever becomes of it; never under
+  // mutex_ (wait_turn's stop check takes mutex_ under the order's lock).
   job j;
-  if (publisher && order) {
-    j.order = std::move(order);
-    j.place = j.order->take();
-  }
+  if (publisher && order) j.turn = republish_order::place(std::move(order));
   {
-    std::unique_lock lock(mutex_);
+    std::lock_guard lock(mutex_);
     if (retired_) {  // the bridge never does this: a link's worker retires with its link
       counters_->dropped.fetch_add(1, std::memory_order_relaxed);
-      lock.unlock();
-      if (j.order) j.order->done(j.place);  // not waited for: this is the io thread
-      return;
+      return;  // the place is given up when `j` goes, after the lock: not waited for on the io thread
     }
     queue_bytes_ += frame.size();
     j.publisher = std::move(publisher);
@@ -164,10 +162,10 @@ void republish_worker::drop(std::deque<job>& jobs) {
     return aborted_;
   };
   for (auto& j : jobs) {
-    if (j.frame.empty() || !j.publisher) continue;
-    if (j.order) j.order->wait_turn(j.place, stopping);
+    if (j.settle || !j.publisher) continue;
+    j.turn.wait_turn(stopping);
     j.publisher->skip_sequences(1 + j.lost);
-    if (j.order) j.order->done(j.place);
+    j.turn.release();
   }
   jobs.clear();
 }
@@ -178,7 +176,7 @@ void republish_worker::run() {
     wake_.wait(lock, [&] { return !queue_.empty() || retired_; });
     if (drop_queued_ && !queue_.empty()) {
       std::uint64_t frames = 0;
-      for (const auto& j : queue_) frames += !j.frame.empty();
+      for (const auto& j : queue_) frames += !j.settle;
       counters_->dropped.fetch_add(frames, std::memory_order_relaxed);  // received, never republished
       std::deque<job> dropped = std::move(queue_);
       queue_.clear();
@@ -208,7 +206,7 @@ void republish_worker::run() {
     lock.unlock();
     if (room && on_room_) on_room_();
     bool failed = false;
-    if (j.frame.empty()) {
+    if (j.settle) {
       // Once the link is gone nobody waits for the first frames of its topics
       // any more: in short slices, so that a worker retired before or during
       // the wait does not spend a second per announced topic.
@@ -239,14 +237,14 @@ void republish_worker::run() {
         std::lock_guard stop_lock(mutex_);
         return aborted_;
       };
-      const bool turn = !j.order || j.order->wait_turn(j.place, stopping);
+      const bool turn = j.turn.wait_turn(stopping);
       if (turn && decoded) {
         failed = j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload, j.lost);
       } else {  // spent all the same: the subscribers here see the gap
         if (j.publisher) j.publisher->skip_sequences(1 + j.lost);
         failed = true;
       }
-      if (j.order) j.order->done(j.place);
+      j.turn.release();  // before passing it on, which may wait for room on a link
       if (failed) counters_->dropped.fetch_add(1, std::memory_order_relaxed);  // timed out: counted by the publisher too
       // Passed on as it came (origin, publisher id and sequence kept, so the
       // next bridges recognise copies), one hop more, whatever became of the

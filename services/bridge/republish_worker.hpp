@@ -109,9 +109,9 @@ class republish_worker {
   static frame_parts locate(std::string_view bytes, const frame_view& decoded);
   struct job {
     std::shared_ptr<detail::publisher_core> publisher;
-    std::shared_ptr<republish_order> order;   // with a publisher: whose turn it is
-    std::uint64_t place = 0;                  // this frame's place in `order`
-    std::string frame;                        // empty: settle
+    republish_order::place turn;              // with a publisher: this frame's place in its order
+    bool settle = false;                      // a settle() job, not a frame
+    std::string frame;
     frame_parts parts;                        // frame decoded already, if known
     std::shared_ptr<const topic_info> onward_info;
     std::vector<std::shared_ptr<link>> onward;

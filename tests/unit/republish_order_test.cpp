@@ -30,11 +30,14 @@ BOOST_AUTO_TEST_CASE(places_are_served_in_the_order_taken_across_threads) {
   std::mutex mutex;
   std::vector<std::uint64_t> served;
   std::atomic<int> refused{0};  // Boost.Test's assertions are for the main thread only
+  // Broken ordering shows as a failure, not as a test that never ends.
+  const auto give_up_at = std::chrono::steady_clock::now() + 20s;
+  const auto too_long = [&] { return std::chrono::steady_clock::now() > give_up_at; };
   std::vector<std::thread> threads;
   for (int w = 0; w < workers; ++w)
     threads.emplace_back([&, w] {
       for (const auto place : queues[w]) {
-        if (!order.wait_turn(place, nullptr)) ++refused;
+        if (!order.wait_turn(place, too_long)) ++refused;
         {
           std::lock_guard lock(mutex);
           served.push_back(place);
@@ -66,8 +69,9 @@ BOOST_AUTO_TEST_CASE(a_stopped_wait_returns_and_its_place_done_early_lets_the_ot
   BOOST_TEST(second_result.load() == 0);
   // `third` must wait for `first` only; `second` is done already.
   std::atomic<bool> third_served{false};
+  const auto give_up_at = std::chrono::steady_clock::now() + 20s;
   std::thread last([&] {
-    if (order.wait_turn(third, nullptr)) third_served = true;
+    if (order.wait_turn(third, [&] { return std::chrono::steady_clock::now() > give_up_at; })) third_served = true;
     order.done(third);
   });
   std::this_thread::sleep_for(50ms);
@@ -75,5 +79,28 @@ BOOST_AUTO_TEST_CASE(a_stopped_wait_returns_and_its_place_done_early_lets_the_ot
   BOOST_TEST(order.wait_turn(first, nullptr));
   order.done(first);
   last.join();
+  BOOST_TEST(third_served.load());
+}
+
+// The frame a place belongs to may be republished, dropped or lost to an
+// exception: a place object gives its turn up whichever way it goes.
+BOOST_AUTO_TEST_CASE(a_place_gives_its_turn_up_when_it_goes) {
+  auto order = std::make_shared<republish_order>();
+  std::atomic<bool> third_served{false};
+  std::thread waiter;
+  {
+    republish_order::place first(order), second(order);
+    republish_order::place moved = std::move(second);  // the moved-from one gives up nothing
+    republish_order::place third(order);
+    const auto give_up_at = std::chrono::steady_clock::now() + 20s;
+    waiter = std::thread([&third_served, give_up_at, t = std::move(third)]() mutable {
+      if (t.wait_turn([&] { return std::chrono::steady_clock::now() > give_up_at; })) third_served = true;
+    });
+    BOOST_TEST(first.wait_turn(nullptr));
+    first.release();
+    std::this_thread::sleep_for(50ms);
+    BOOST_TEST(!third_served.load());  // `moved` still holds the second place
+  }  // `moved` goes here without ever being waited for: the third place's turn comes
+  waiter.join();
   BOOST_TEST(third_served.load());
 }

@@ -51,13 +51,7 @@ void mq_link_state::start() {
 void mq_link_state::resume() {
   if (!paused_ || closed_) return;
   paused_ = false;
-  if (!posted_) {
-    posted_ = true;
-    asio::post(queue_.get_executor(), [self = shared_from_this()] {
-      self->posted_ = false;
-      self->process();
-    });
-  }
+  process_later();
 }
 
 void mq_link_state::close(bool detach) {

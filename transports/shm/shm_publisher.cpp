@@ -340,7 +340,8 @@ std::error_code ring_publisher::take_blob(std::size_t size, side_segment& out) {
 std::error_code ring_publisher::create_blob(std::size_t size, side_segment& out) {
   side_segment seg;
   seg.id = next_segment_++;
-  if (auto ec = create_segment(blob_name(name_, seg.id), layout::blob_segment_size(size), options_.security, seg.map)) {
+  seg.name = blob_name(name_, seg.id);
+  if (auto ec = create_segment(seg.name, layout::blob_segment_size(size), options_.security, seg.map)) {
     log_line(log_level::warn, "topic '" + options_.topic + "': cannot create a side segment for a frame of " +
                                   std::to_string(size) + " bytes: " + ec.message());
     return ec;
@@ -393,7 +394,7 @@ std::size_t ring_publisher::pool_max_segments() const {
 }
 
 void ring_publisher::unlink_blob(side_segment& seg) {
-  if (seg.id) ::shm_unlink(blob_name(name_, seg.id).c_str());
+  if (seg.id) ::shm_unlink(seg.name.c_str());
   seg.map.reset();
   seg.id = 0;
 }
@@ -697,7 +698,7 @@ void ring_publisher::close() {
   pool_.clear();
   pool_bytes_ = 0;
   // A loan still being written keeps its mapping until it ends; only the name goes.
-  if (pending_.use) ::shm_unlink(blob_name(name_, pending_.blob.id).c_str());
+  if (pending_.use) ::shm_unlink(pending_.blob.name.c_str());
   hdr_->blobs_released.store(next_use_);
   ::shm_unlink(name_.c_str());
   ::unlink(marker_.c_str());

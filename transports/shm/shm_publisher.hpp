@@ -88,6 +88,7 @@ class ring_publisher {
   // A side segment this publisher made, mapped for as long as it keeps it.
   struct side_segment {
     std::uint64_t id = 0;  // 0: none
+    std::string name;      // its shm name, kept so that unlinking it never allocates
     mapped_segment map;
     layout::blob_header* header() const { return reinterpret_cast<layout::blob_header*>(map.data()); }
     char* frame() const { return map.data() + sizeof(layout::blob_header); }

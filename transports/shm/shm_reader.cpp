@@ -101,11 +101,12 @@ std::error_code ring_reader::claim_slot() {
   return make_error_code(errc::would_block);
 }
 
-// tail_intent and head as one announcement left them. The publisher stores
-// head, then tail_intent (ring_publisher::announce): a head read after
-// tail_intent may belong to the next announcement and lie past the
-// tail_intent read, which is no sign of a broken segment. The tail_intent
-// read again then is that announcement's or a later one, not behind it.
+// tail_intent and head. The publisher stores head, then tail_intent
+// (ring_publisher::announce): a head read after tail_intent may belong to the
+// next announcement and lie past the tail_intent read, which is no sign of a
+// broken segment; reading tail_intent again then usually finds that
+// announcement's. Head may still be ahead if the publisher is between the two
+// stores: recover() waits for that.
 std::pair<std::uint64_t, std::uint64_t> ring_reader::intent_and_head() const {
   std::uint64_t ti = hdr_->tail_intent.load();
   const std::uint64_t h = hdr_->head.load();
@@ -352,6 +353,15 @@ bool ring_reader::overrun(std::uint64_t c) const {
 bool ring_reader::recover(std::uint64_t c) {
   if (slot_->cursor.load(std::memory_order_acquire) != c) return true;
   const auto [ti, h] = intent_and_head();
+  if (h > ti) {
+    // A publisher between storing head and tail_intent: look again (the
+    // caller's next attempt, or the next drain). Only a head that stays
+    // ahead for a whole second is a broken segment.
+    const auto now = std::chrono::steady_clock::now();
+    if (head_ahead_since_ == std::chrono::steady_clock::time_point{}) head_ahead_since_ = now;
+    return now - head_ahead_since_ < std::chrono::seconds(1);
+  }
+  head_ahead_since_ = {};
   if (h <= c || h > ti || ti - h > capacity_ || h % layout::record_align != 0) return false;
   std::uint64_t expected = c;
   slot_->cursor.compare_exchange_strong(expected, h);

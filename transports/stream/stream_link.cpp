@@ -21,9 +21,7 @@ constexpr std::size_t initial_buffer = 16 * 1024;
 void stream_link_state::resume() {
   if (!paused_ || closed_) return;
   paused_ = false;
-  if (!deliver_buffered()) return;
-  if (draining_) drain();
-  else if (!reading_) read_more();
+  deliver_and_go_on();  // read_more() does nothing while a read is outstanding
 }
 
 void stream_link_state::close() {

@@ -50,7 +50,10 @@ class Bus {
   // config_error or std::system_error (runtime directory not usable).
   Bus();
   explicit Bus(bus_options options);
-  // Uses `io`, which the caller runs. The caller must keep it alive and running.
+  // Uses `io`, which the caller runs. The caller must keep it alive and running,
+  // on one thread at a time: the bus's handlers are not synchronised with each
+  // other. An exception from a subscriber callback comes out of the caller's
+  // run(); running it again carries on with the next message.
   Bus(boost::asio::io_context& io, bus_options options);
   // shutdown() with the configured drain.
   ~Bus();

@@ -355,13 +355,18 @@ bool ring_reader::recover(std::uint64_t c) {
   const auto [ti, h] = intent_and_head();
   if (h > ti) {
     // A publisher between storing head and tail_intent: look again (the
-    // caller's next attempt, or the next drain). Only a head that stays
-    // ahead for a whole second is a broken segment.
+    // caller's next attempt, or the next drain). Only the same head staying
+    // ahead for a whole second is a broken segment. Kept with the head it
+    // was seen with: tail_intent only grows, so once it has passed a head
+    // that head is never ahead again, and an old sighting of another head
+    // says nothing about this one.
     const auto now = std::chrono::steady_clock::now();
-    if (head_ahead_since_ == std::chrono::steady_clock::time_point{}) head_ahead_since_ = now;
+    if (h != head_ahead_) {
+      head_ahead_ = h;
+      head_ahead_since_ = now;
+    }
     return now - head_ahead_since_ < std::chrono::seconds(1);
   }
-  head_ahead_since_ = {};
   if (h <= c || h > ti || ti - h > capacity_ || h % layout::record_align != 0) return false;
   std::uint64_t expected = c;
   slot_->cursor.compare_exchange_strong(expected, h);

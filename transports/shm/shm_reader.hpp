@@ -133,7 +133,8 @@ class ring_reader {
   std::uint64_t held_ = 0;         // in place: the record being delivered, from held_ to held_end_
   std::uint64_t held_end_ = 0;
   std::uint64_t seen_tail_ = 0;    // the ring's tail when we last looked
-  // Since when recover() has seen head ahead of tail_intent (epoch: not now).
+  // The last head recover() saw ahead of tail_intent, and since when.
+  std::uint64_t head_ahead_ = 0;
   std::chrono::steady_clock::time_point head_ahead_since_{};
   read_result failure_;
   // Nanoseconds on the steady clock; atomic because the io thread (polling)

@@ -156,11 +156,13 @@ void republish_worker::join() {
 // and the `lost` before it too, in its turn, so that local subscribers see
 // the gap where it is. Stopping does not wait for turns: nothing that comes
 // after is republished then either.
+bool republish_worker::aborted() const {
+  std::lock_guard lock(mutex_);
+  return aborted_;
+}
+
 void republish_worker::drop(std::deque<job>& jobs) {
-  const auto stopping = [this] {
-    std::lock_guard lock(mutex_);
-    return aborted_;
-  };
+  const auto stopping = [this] { return aborted(); };
   for (auto& j : jobs) {
     if (j.settle || !j.publisher) continue;
     j.turn.wait_turn(stopping);
@@ -233,11 +235,7 @@ void republish_worker::run() {
       }
       // After every frame the io thread queued for this publisher before it
       // (on other links' workers too); a wait cut short by stopping drops it.
-      const auto stopping = [this] {
-        std::lock_guard stop_lock(mutex_);
-        return aborted_;
-      };
-      const bool turn = j.turn.wait_turn(stopping);
+      const bool turn = j.turn.wait_turn([this] { return aborted(); });
       if (turn && decoded) {
         failed = j.publisher && j.publisher->publish_forwarded(frame.header, frame.payload, j.lost);
       } else {  // spent all the same: the subscribers here see the gap

@@ -123,6 +123,8 @@ class republish_worker {
   // Spends the sequence numbers of queued frames that will not be republished
   // (the frame's own and its `lost`), each in its turn.
   void drop(std::deque<job>& jobs);
+  // abort() was called (or the worker is being destroyed): waits for a turn end.
+  bool aborted() const;
   bool full_locked() const;
 
   std::shared_ptr<link_counters> counters_;

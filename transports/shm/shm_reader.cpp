@@ -367,7 +367,7 @@ bool ring_reader::recover(std::uint64_t c) {
     }
     return now - head_ahead_since_ < std::chrono::seconds(1);
   }
-  if (h <= c || h > ti || ti - h > capacity_ || h % layout::record_align != 0) return false;
+  if (h <= c || ti - h > capacity_ || h % layout::record_align != 0) return false;
   std::uint64_t expected = c;
   slot_->cursor.compare_exchange_strong(expected, h);
   return true;

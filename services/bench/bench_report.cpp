@@ -14,12 +14,6 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-std::string size_text(std::size_t n) {
-  if (n >= (1u << 20) && n % (1u << 20) == 0) return std::to_string(n >> 20) + " MiB";
-  if (n >= 1024 && n % 1024 == 0) return std::to_string(n >> 10) + " KiB";
-  return std::to_string(n) + " B";
-}
-
 const candidate* find_candidate(const run_result& run, const std::string& name) {
   for (const auto& c : run.candidates)
     if (c.name == name) return &c;
@@ -56,7 +50,7 @@ void print_rows(std::ostream& out, const std::vector<std::vector<std::string>>& 
 }
 
 std::string group_title(const case_key& k) {
-  std::string t = to_string(k.what) + ", " + size_text(k.size);
+  std::string t = to_string(k.what) + ", " + format_size(k.size);
   if (k.what == workload::throughput) t += ", 1->" + std::to_string(k.subscribers) + ", " + to_string(k.payload);
   if (k.what == workload::pingpong && k.payload == payload_kind::loan) t += ", through loans (shm)";
   if (k.what == workload::loaded) t += ", background publisher at ~50% of 1->1 capacity";
@@ -95,6 +89,12 @@ std::string format_rate(double per_s) {
   if (per_s >= 1e6) return fixed(per_s / 1e6, 2) + " M";
   if (per_s >= 1e3) return fixed(per_s / 1e3, 1) + " k";
   return fixed(per_s, 0);
+}
+
+std::string format_size(std::size_t bytes) {
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+  if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + " KiB";
+  return std::to_string(bytes) + " B";
 }
 
 void print_report(std::ostream& out, const run_result& run) {

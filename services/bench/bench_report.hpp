@@ -3,6 +3,7 @@
 // Pure formatting; thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -27,5 +28,7 @@ void print_report(std::ostream& out, const run_result& run);
 
 std::string format_ns(double ns);
 std::string format_rate(double per_s);
+// "64 B", "4 KiB", "1 MiB".
+std::string format_size(std::size_t bytes);
 
 }  // namespace ipcbus::bench

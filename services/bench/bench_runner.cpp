@@ -13,6 +13,7 @@
 
 #include "bench_bus.hpp"
 #include "bench_process.hpp"
+#include "bench_report.hpp"
 #include "bench_raw.hpp"
 #include "bench_stats.hpp"
 #include "bench_zmq.hpp"
@@ -36,12 +37,6 @@ struct planned_case {
 std::string key_text(const case_key& k) {
   return to_string(k.what) + "/" + k.transport + "/" + std::to_string(k.size) + "/" + to_string(k.mode) + "/" +
          std::to_string(k.subscribers) + "/" + to_string(k.payload);
-}
-
-std::string size_text(std::size_t n) {
-  if (n >= (1u << 20) && n % (1u << 20) == 0) return std::to_string(n >> 20) + " MiB";
-  if (n >= 1024 && n % 1024 == 0) return std::to_string(n >> 10) + " KiB";
-  return std::to_string(n) + " B";
 }
 
 int pingpong_count(std::size_t size, bool quick) {
@@ -76,7 +71,7 @@ class runner {
     for (auto& c : cases_) {
       if (!c.skipped.empty()) {
         result_.notes.push_back(c.rec.key.transport + " " + to_string(c.rec.key.what) + " " +
-                                size_text(c.rec.key.size) + ": skipped, " + c.skipped);
+                                format_size(c.rec.key.size) + ": skipped, " + c.skipped);
         continue;
       }
       if (c.rec.rounds.empty() && c.rec.errors.empty()) continue;
@@ -179,7 +174,7 @@ class runner {
     const auto& k = c.rec.key;
     std::string line = "round " + std::to_string(round + 1) + "/" + std::to_string(rounds_) + "  case " +
                        std::to_string(index + 1) + "/" + std::to_string(cases_.size()) + "  " + to_string(k.what) +
-                       " " + size_text(k.size) + " " + k.transport;
+                       " " + format_size(k.size) + " " + k.transport;
     if (k.payload == payload_kind::loan) line += " loan";
     if (k.what == workload::throughput)
       line += " 1->" + std::to_string(k.subscribers) + " " + to_string(k.payload);

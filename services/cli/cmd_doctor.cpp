@@ -132,7 +132,7 @@ void check_unreadable_entries(const fs::path& dir, findings& out) {
   }
 }
 
-std::string describe(const Participant& p) {
+std::string finding_subject(const Participant& p) {
   return role_name(p.role()) + " " + id_to_hex(p.id()) + " on '" + p.topic() + "' (pid " + std::to_string(p.pid()) + ")";
 }
 
@@ -140,7 +140,7 @@ std::string describe(const Participant& p) {
 void check_leftovers(const leftovers& found, findings& out) {
   const std::string fix = "ipcbus doctor --fix (or ipcbus gc)";
   for (const auto& p : found.stale)
-    out.push_back({severity::problem, "stale_participant", describe(p),
+    out.push_back({severity::problem, "stale_participant", finding_subject(p),
                    "its process is gone but its registry entry and files are still there", fix});
   for (const auto& name : found.segments)
     out.push_back({severity::problem, "shm_segment", name, "shared memory of a dead shm:// publisher of this domain", fix});
@@ -164,7 +164,7 @@ void fix_leftovers(const fs::path& dir, findings& out) {
   const auto stale = stale_participants(dir);
   const reclaimed done = reclaim_leftovers(dir);
   for (const auto& p : stale)
-    out.push_back({severity::fixed, "stale_participant", describe(p), "reclaimed its entry and files", ""});
+    out.push_back({severity::fixed, "stale_participant", finding_subject(p), "reclaimed its entry and files", ""});
   for (const auto& name : done.segments)
     out.push_back({severity::fixed, "shm_segment", name, "unlinked the shared memory of a dead publisher", ""});
   for (const auto& name : done.fifos) out.push_back({severity::fixed, "fifo", name, "removed a FIFO nobody read", ""});

@@ -22,7 +22,7 @@ struct gc_options {
   bool dry_run = false;
 };
 
-std::string describe(const Participant& p) {
+std::string gc_line(const Participant& p) {
   return id_to_hex(p.id()) + "  " + role_name(p.role()) + " on '" + p.topic() + "' (pid " +
          std::to_string(p.pid()) + ", " + type_label(p) + ")";
 }
@@ -31,7 +31,7 @@ int run_gc(const global_options& g, const gc_options& o) {
   const auto dir = resolve_domain_dir(g);
   if (o.dry_run) {
     const leftovers found = find_leftovers(dir);
-    for (const auto& p : found.stale) std::cout << "stale: " << describe(p) << '\n';
+    for (const auto& p : found.stale) std::cout << "stale: " << gc_line(p) << '\n';
     const auto segments = found.segments.size() + found.other_segments.size();
     for (const auto* list : {&found.segments, &found.other_segments})
       for (const auto& name : *list) std::cout << "stale shared memory: " << name << '\n';
@@ -46,7 +46,7 @@ int run_gc(const global_options& g, const gc_options& o) {
     return exit_ok;
   }
   const auto stale = stale_participants(dir);
-  for (const auto& p : stale) std::cout << "reclaiming: " << describe(p) << '\n';
+  for (const auto& p : stale) std::cout << "reclaiming: " << gc_line(p) << '\n';
   const reclaimed done = reclaim_leftovers(dir);
   for (const auto& path : done.files) std::cout << "removed " << path.string() << '\n';
   std::cout << "reclaimed " << stale.size() << " participant(s), " << done.files.size() << " file(s) in "

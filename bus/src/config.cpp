@@ -46,7 +46,7 @@ std::optional<std::uint32_t> group_id(const std::string& name) {
 // A config file is a few KiB; refusing huge inputs keeps a mistaken
 // IPCBUS_CONFIG=/dev/zero from eating memory.
 constexpr std::size_t max_config_file_size = 16u << 20;
-constexpr std::size_t max_quoted_length = 80;
+constexpr std::size_t max_quoted_value_length = 80;
 
 constexpr std::uint64_t max_depth = 1u << 20;
 constexpr std::uint64_t max_history = 1u << 16;
@@ -65,7 +65,7 @@ constexpr std::array<std::string_view, 3> qos_names = {"reliable", "drop_oldest"
 // else may have written, and end up in logs and terminals.
 std::string quote(std::string_view text) {
   std::string out = "'";
-  for (std::size_t i = 0; i < text.size() && i < max_quoted_length; ++i) {
+  for (std::size_t i = 0; i < text.size() && i < max_quoted_value_length; ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x20 && c < 0x7f) {
       out += static_cast<char>(c);
@@ -75,7 +75,7 @@ std::string quote(std::string_view text) {
       out += buf;
     }
   }
-  if (text.size() > max_quoted_length) out += "...";
+  if (text.size() > max_quoted_value_length) out += "...";
   return out + "'";
 }
 

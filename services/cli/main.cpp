@@ -12,9 +12,8 @@
 #include "cli_common.hpp"
 #include "commands.hpp"
 
+namespace ipcbus::cli {
 namespace {
-
-using namespace ipcbus::cli;
 
 void add_global_options(CLI::App& app, global_options& g) {
   app.add_option("--config", g.config_file,
@@ -44,8 +43,12 @@ int run_chosen(const std::vector<command>& commands) {
 }
 
 }  // namespace
+}  // namespace ipcbus::cli
 
 int main(int argc, char** argv) {
+  // Here, not at file scope: this source is compiled in one unit with the
+  // commands' (IPCBUS_UNITY_BUILD), and the directive would reach them too.
+  using namespace ipcbus::cli;
   CLI::App app{"Inspect and use the ipcbus message bus of this host.\n"
                "Exit codes: 0 ok, 1 runtime error, 2 usage error.",
                "ipcbus"};

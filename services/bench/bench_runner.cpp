@@ -13,8 +13,8 @@
 
 #include "bench_bus.hpp"
 #include "bench_process.hpp"
-#include "bench_report.hpp"
 #include "bench_raw.hpp"
+#include "bench_report.hpp"
 #include "bench_stats.hpp"
 #include "bench_zmq.hpp"
 

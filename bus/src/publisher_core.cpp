@@ -128,6 +128,38 @@ std::error_code publisher_core::publish(std::size_t payload_size, payload_writer
   if (closed_ || loan_out_) {  // checked here first: the call is rarely needed
     if (auto ec = wait_for_loan(lock)) return ec;
   }
+  return publish_one(payload_size, write);
+}
+
+std::error_code publisher_core::publish_batch(std::size_t count, batch_source_ref messages, std::size_t& published) {
+  published = 0;
+  std::unique_lock lock(publish_mutex_);
+  if (closed_ || loan_out_) {
+    if (auto ec = wait_for_loan(lock)) return ec;
+  }
+  if (count == 0) return {};
+  batch_time_ns_ = wall_clock_ns();
+  in_batch_ = true;
+  endpoint_->begin_batch();
+  // Also when a writer throws: what went out before it must become visible.
+  struct batch_end {
+    publisher_core& self;
+    ~batch_end() {
+      self.endpoint_->end_batch();
+      self.in_batch_ = false;
+      self.mirror_counters();
+    }
+  } end{*this};
+  for (; published < count; ++published) {
+    const std::size_t size = messages.size(published);
+    if (size > settings_.max_message) return make_error_code(errc::message_too_large);
+    const std::size_t i = published;
+    if (auto ec = publish_one(size, [&](char* out, std::size_t n) { return messages.write(i, out, n); })) return ec;
+  }
+  return {};
+}
+
+std::error_code publisher_core::publish_one(std::size_t payload_size, payload_writer_ref write) {
   char* payload = nullptr;
   if (auto ec = start_frame(payload_size, payload, true)) return ec;
   bool written = true;
@@ -249,7 +281,7 @@ std::error_code publisher_core::start_frame(std::size_t payload_size, char*& pay
   frame_.start = nullptr;
   frame_.header.sequence = next_sequence_;
   frame_.header.publisher_id = id_;
-  frame_.header.publish_time_ns = wall_clock_ns();
+  frame_.header.publish_time_ns = in_batch_ ? batch_time_ns_ : wall_clock_ns();
   frame_.header.origin_host = bus_->host_id;
   frame_.header.hop_count = 0;
   if (forwarded_) {
@@ -322,6 +354,8 @@ void publisher_core::cancel_frame() {
 }
 
 void publisher_core::mirror_counters() {
+  // The endpoint may hold its lock for the batch (counters() takes it): after it.
+  if (in_batch_) return;
   const std::uint64_t version = endpoint_->counters_version();
   if (version != 0 && version == mirrored_version_) return;
   mirrored_version_ = version;

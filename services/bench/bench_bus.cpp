@@ -1,11 +1,13 @@
 #include "bench_bus.hpp"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "bench.pb.h"
 #include "bench_process.hpp"
@@ -96,8 +98,21 @@ std::string publish_patiently(Publisher<T>& pub, const T& m) {
   }
 }
 
+// publish_patiently for a batch: what a timeout left unpublished is published again.
 template <class T>
-child_report publish_for(const bus_case& c, const throughput_plan& plan, T message) {
+std::string publish_batch_patiently(Publisher<T>& pub, const std::vector<T>& batch) {
+  const auto give_up = std::chrono::steady_clock::now() + run_timeout;
+  std::span<const T> left(batch);
+  for (;;) {
+    std::error_code ec;
+    left = left.subspan(pub.publish_batch(left, ec));
+    if (!ec) return {};
+    if (ec != errc::timed_out || std::chrono::steady_clock::now() > give_up) return "publish_batch: " + ec.message();
+  }
+}
+
+template <class T>
+child_report publish_for(const bus_case& c, const throughput_plan& plan, T message, bool batched) {
   Bus bus = make_bus(c);
   auto pub = advertise<T>(bus, "bench/data");
   child_report r;
@@ -108,7 +123,19 @@ child_report publish_for(const bus_case& c, const throughput_plan& plan, T messa
   const auto cpu0 = cpu_time_ns();
   const auto end = now_ns() + std::chrono::nanoseconds(plan.duration).count();
   std::uint64_t sent = 0;
+  std::vector<T> batch(batched ? batch_size : 0, message);
   do {
+    if (batched) {
+      if constexpr (std::is_same_v<T, BenchPayload>) {
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+          batch[i].set_sequence(sent + i);
+          batch[i].set_sent_ns(now_ns());
+        }
+      }
+      r.error = publish_batch_patiently(pub, batch);
+      sent += batch.size();
+      continue;
+    }
     for (int i = 0; i < 64 && r.error.empty(); ++i, ++sent) {
       if constexpr (std::is_same_v<T, BenchPayload>) {
         message.set_sequence(sent);
@@ -275,12 +302,12 @@ child_report run_bus_pong(const bus_case& c, const pingpong_plan& plan, bool wit
 }
 
 child_report run_bus_publisher(const bus_case& c, const throughput_plan& plan, payload_kind payload) {
-  if (payload == payload_kind::protobuf) return publish_for(c, plan, make_payload(plan.size));
-  return publish_for(c, plan, Bytes(std::string(plan.size, 'D')));
+  if (is_protobuf(payload)) return publish_for(c, plan, make_payload(plan.size), is_batch(payload));
+  return publish_for(c, plan, Bytes(std::string(plan.size, 'D')), is_batch(payload));
 }
 
 child_report run_bus_subscriber(const bus_case& c, const throughput_plan&, payload_kind payload) {
-  return payload == payload_kind::protobuf ? count_until_end<BenchPayload>(c) : count_until_end<Bytes>(c);
+  return is_protobuf(payload) ? count_until_end<BenchPayload>(c) : count_until_end<Bytes>(c);
 }
 
 child_report run_bus_loader(const bus_case& c, std::size_t size, double rate, load_control& load) {

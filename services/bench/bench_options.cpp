@@ -16,6 +16,8 @@ std::string to_string(payload_kind p) {
     case payload_kind::bytes: return "bytes";
     case payload_kind::protobuf: return "protobuf";
     case payload_kind::loan: return "loan";
+    case payload_kind::bytes_batch: return "bytes-batch";
+    case payload_kind::protobuf_batch: return "protobuf-batch";
   }
   return "?";
 }

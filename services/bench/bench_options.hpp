@@ -14,7 +14,11 @@ namespace ipcbus::bench {
 
 enum class workload { pingpong, throughput, loaded };
 // loan: Bytes written into Publisher<Bytes>::loan memory (ping-pong on shm:// only).
-enum class payload_kind { bytes, protobuf, loan };
+// *_batch: published with Publisher::publish_batch, batch_size messages a call (throughput 1->1).
+enum class payload_kind { bytes, protobuf, loan, bytes_batch, protobuf_batch };
+constexpr std::size_t batch_size = 64;
+inline bool is_protobuf(payload_kind p) { return p == payload_kind::protobuf || p == payload_kind::protobuf_batch; }
+inline bool is_batch(payload_kind p) { return p == payload_kind::bytes_batch || p == payload_kind::protobuf_batch; }
 // How a receiver waits: busy-polling (spin) or blocked in the kernel (sleep).
 enum class wait_mode { spin, sleep };
 

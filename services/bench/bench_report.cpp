@@ -52,6 +52,7 @@ void print_rows(std::ostream& out, const std::vector<std::vector<std::string>>& 
 std::string group_title(const case_key& k) {
   std::string t = to_string(k.what) + ", " + format_size(k.size);
   if (k.what == workload::throughput) t += ", 1->" + std::to_string(k.subscribers) + ", " + to_string(k.payload);
+  if (is_batch(k.payload)) t += " (publish_batch, " + std::to_string(batch_size) + " a call)";
   if (k.what == workload::pingpong && k.payload == payload_kind::loan) t += ", through loans (shm)";
   if (k.what == workload::loaded) t += ", background publisher at ~50% of 1->1 capacity";
   return t;

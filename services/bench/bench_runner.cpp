@@ -143,7 +143,8 @@ class runner {
       // and the table groups them.
       for (auto size : all_sizes)
         for (int subs : w == workload::throughput ? subscriber_counts : std::vector<int>{1})
-          for (auto payload : {payload_kind::bytes, payload_kind::protobuf, payload_kind::loan})
+          for (auto payload : {payload_kind::bytes, payload_kind::protobuf, payload_kind::bytes_batch,
+                               payload_kind::protobuf_batch, payload_kind::loan})
             for (const auto& c : result_.candidates) {
               const auto mine = sizes_for(w, c);
               if (std::find(mine.begin(), mine.end(), size) == mine.end()) continue;
@@ -155,6 +156,13 @@ class runner {
               if (payload == payload_kind::loan) {
                 // Zero copy end to end: what a large message costs on the shm ring itself.
                 if (w == workload::pingpong && c.kind == candidate_kind::bus && c.family == "shm")
+                  add(w, c, size, subs, payload);
+                continue;
+              }
+              if (is_batch(payload)) {
+                // What a burst costs per message when published in one call.
+                if (w == workload::throughput && c.kind == candidate_kind::bus && subs == 1 &&
+                    size == all_sizes.front())
                   add(w, c, size, subs, payload);
                 continue;
               }

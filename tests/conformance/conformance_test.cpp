@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <span>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -108,6 +111,146 @@ CONFORMANCE_CASE(a_burst_faster_than_the_subscriber_reads_arrives_complete_and_i
   BOOST_TEST(pub.counters().dropped == 0u);
   BOOST_TEST(pub.counters().timeouts == 0u);
   BOOST_TEST(sub.counters()->dropped.load() == 0u);
+}
+
+// publish_batch: the same delivery as publish() one by one. A subscriber that
+// reads slower than batches come makes a reliable batch wait for room in the
+// middle (on shm:// the batch's records must become readable first, or it
+// would wait for itself); large messages in a batch go to side segments there.
+CONFORMANCE_CASE(batches_arrive_complete_in_order_and_share_a_publish_time) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "qos: reliable, depth: 16, publish_timeout_ms: 10000")));
+  auto sub = bus.subscribe<Sample>("batch/in");
+  auto pub = bus.advertise<Sample>("batch/in");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  constexpr int batches = 30, per_batch = 100, n = batches * per_batch;
+  std::error_code publish_error;  // Boost.Test assertions only on the test's own thread
+  std::size_t published = 0;
+  std::thread publisher([&] {
+    std::vector<Sample> batch(per_batch);
+    for (int b = 0; b < batches && !publish_error; ++b) {
+      for (int j = 0; j < per_batch; ++j) {
+        const int i = b * per_batch + j + 1;
+        batch[j] = ipcbus::test::make_sample(i, i % 500 == 0 ? 300 * 1024 : (i * 7919) % 3000);
+      }
+      published += pub.publish_batch(batch, publish_error);
+    }
+  });
+  std::int64_t batch_time = 0;
+  for (int i = 1; i <= n; ++i) {
+    auto r = sub.receive(15s);
+    if (!r || r->message.index() != static_cast<std::uint64_t>(i)) {  // not REQUIRE: the publisher must be joined
+      BOOST_ERROR("message " << i << (r ? " out of order" : " did not arrive"));
+      break;
+    }
+    BOOST_TEST(r->info.sequence == static_cast<std::uint64_t>(i));
+    BOOST_TEST(r->info.lost_before == 0u);
+    BOOST_TEST(ipcbus::test::sample_intact(r->message));
+    if ((i - 1) % per_batch == 0) batch_time = r->info.publish_time_ns;
+    BOOST_TEST(r->info.publish_time_ns == batch_time);
+    if (i % 250 == 0) std::this_thread::sleep_for(5ms);  // batches pile up meanwhile
+  }
+  publisher.join();
+  BOOST_TEST(!publish_error, publish_error.message());
+  BOOST_TEST(published == static_cast<std::size_t>(n));
+  BOOST_TEST(!sub.receive(100ms).has_value());  // nothing twice
+  BOOST_TEST(pub.counters().dropped == 0u);
+  BOOST_TEST(pub.counters().timeouts == 0u);
+}
+
+// A batch stops at its first failure: those before it are published (and
+// readable at once), the failed one and those after it are not, and the
+// sequence goes on without a gap. The throwing form names how many went out.
+CONFORMANCE_CASE(a_batch_stops_at_its_first_failure_and_publishes_what_came_before) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "max_message: 4KiB")));
+  auto sub = bus.subscribe<Sample>("batch/partial");
+  auto pub = bus.advertise<Sample>("batch/partial");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  std::vector<Sample> batch;
+  for (int i = 1; i <= 10; ++i) batch.push_back(ipcbus::test::make_sample(i, i == 6 ? 8 * 1024 : 100));
+  std::error_code ec;
+  BOOST_TEST(pub.publish_batch(batch, ec) == 5u);
+  BOOST_TEST(ec == ipcbus::errc::message_too_large);
+  for (std::uint64_t i = 1; i <= 5; ++i) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == i);
+  }
+  BOOST_TEST(!sub.receive(100ms).has_value());
+  try {
+    pub.publish_batch(batch);
+    BOOST_FAIL("publish_batch did not throw");
+  } catch (const std::system_error& e) {
+    BOOST_TEST(e.code() == ipcbus::errc::message_too_large);
+    BOOST_TEST(std::string(e.what()).find("5 of 10 published") != std::string::npos, e.what());
+  }
+  const std::vector<Sample> rest(batch.begin() + 6, batch.end());
+  BOOST_TEST(pub.publish_batch(rest, ec) == rest.size());
+  BOOST_TEST(!ec);
+  BOOST_TEST(pub.publish_batch(std::span<const Sample>(), ec) == 0u);
+  BOOST_TEST(!ec);
+  // Five, then the same five again, then 7..10: sequences 1..14, no gap.
+  std::vector<std::uint64_t> indexes;
+  for (std::uint64_t seq = 6; seq <= 14; ++seq) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->info.sequence == seq);
+    BOOST_TEST(r->info.lost_before == 0u);
+    indexes.push_back(r->message.index());
+  }
+  BOOST_TEST(indexes == (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 7, 8, 9, 10}), boost::test_tools::per_element());
+  BOOST_TEST(!sub.receive(100ms).has_value());
+}
+
+CONFORMANCE_CASE(a_reliable_batch_times_out_on_a_stalled_subscriber_and_loses_nothing) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "qos: reliable, depth: 4, publish_timeout_ms: 200")));
+  auto sub = bus.subscribe<Sample>("batch/slow");  // pull mode, nobody reads yet
+  auto pub = bus.advertise<Sample>("batch/slow");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  std::vector<Sample> batch(500);
+  std::uint64_t accepted = 0;
+  std::error_code ec;
+  for (int b = 0; b < 200 && !ec; ++b) {
+    for (std::size_t j = 0; j < batch.size(); ++j) batch[j] = ipcbus::test::make_sample(accepted + j + 1, 1000);
+    accepted += pub.publish_batch(batch, ec);
+  }
+  BOOST_TEST(ec == ipcbus::errc::timed_out);
+  BOOST_TEST(accepted > 4u);
+  BOOST_TEST(pub.counters().timeouts == 1u);
+  for (std::uint64_t i = 1; i <= accepted; ++i) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == i);
+    BOOST_TEST(r->info.lost_before == 0u);
+  }
+  BOOST_TEST(!sub.receive(100ms).has_value());
+}
+
+CONFORMANCE_CASE(a_batch_under_drop_newest_never_blocks_and_counts_every_drop) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "qos: drop_newest, depth: 4")));
+  auto sub = bus.subscribe<Sample>("batch/logs");
+  auto pub = bus.advertise<Sample>("batch/logs");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  constexpr std::uint64_t per_batch = 1000, batches = 20;
+  std::vector<Sample> batch(per_batch);
+  for (std::uint64_t b = 0; b < batches; ++b) {
+    for (std::uint64_t j = 0; j < per_batch; ++j) batch[j] = ipcbus::test::make_sample(b * per_batch + j + 1, 1000);
+    std::error_code ec;
+    BOOST_TEST(pub.publish_batch(batch, ec) == per_batch);  // a drop is not a failure
+    BOOST_REQUIRE(!ec);
+  }
+  std::uint64_t received = 0, first = 0;
+  while (auto r = sub.receive(500ms)) {
+    if (!first) first = r->message.index();
+    ++received;
+  }
+  BOOST_TEST(first == 1u);
+  const auto dropped = pub.counters().dropped + sub.counters()->dropped.load();
+  BOOST_TEST(dropped > 0u);
+  BOOST_TEST(received + dropped == per_batch * batches);
 }
 
 CONFORMANCE_CASE(every_subscriber_gets_every_message) {

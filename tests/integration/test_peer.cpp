@@ -196,10 +196,25 @@ int stream(char** argv) {
   const std::size_t large = std::stoul(argv[6]);
   const std::uint64_t large_every = std::stoull(argv[7]);
   const auto interval = std::chrono::microseconds(std::stol(argv[8]));
+  constexpr std::size_t batch_size = 8;
   std::atomic<bool> stop{false};
   std::thread worker([&] {
-    for (std::uint64_t i = 1; !stop; ++i) {
+    std::vector<ipcbus::test::Sample> batch(batch_size);
+    for (std::uint64_t i = 1; !stop;) {
       const bool is_large = large_every != 0 && i % large_every == 0;
+      if (!is_large && i % 5 == 0) {
+        // Every fifth turn a few small ones through publish_batch: a kill may
+        // land inside a batch, with records written but the tail not yet stored.
+        for (std::size_t k = 0; k < batch_size; ++k) batch[k] = ipcbus::test::make_sample(i + k, small);
+        status->phase = peer_status::publishing_small;
+        std::error_code ec;
+        status->published += pub.publish_batch(batch, ec);
+        status->phase = peer_status::idle;
+        if (ec) ++status->publish_errors;
+        i += batch_size;
+        std::this_thread::sleep_for(interval);
+        continue;
+      }
       // Built before the phase is set: the phase covers the publish call alone.
       const auto sample = ipcbus::test::make_sample(i, is_large ? large : small);
       status->phase = is_large ? peer_status::publishing_large : peer_status::publishing_small;
@@ -208,6 +223,7 @@ int stream(char** argv) {
       status->phase = peer_status::idle;
       ++(ec ? status->publish_errors : status->published);
       std::this_thread::sleep_for(interval);
+      ++i;
     }
   });
   std::cout << "streaming" << std::endl;

@@ -37,6 +37,11 @@ constexpr std::size_t pool_min_segments = 8;
 // Largest frame a brief reservation (frame_slot::brief) holds the lock for.
 constexpr std::size_t max_brief_hold = 64 * 1024;
 constexpr auto pool_idle_time = std::chrono::seconds(2);
+// In a batch, the tail is stored after this many records (and at its end):
+// the subscriber starts reading before the batch is written, and the tail's
+// line, which the subscriber polls, moves between the cores once per this
+// many records instead of for each.
+constexpr unsigned batch_visible_every = 32;
 }  // namespace
 
 std::uint64_t ring_capacity(const topic_settings& s) {
@@ -145,6 +150,8 @@ bool ring_publisher::room_for(const placement& at) const {
 
 std::error_code ring_publisher::wait_for_room(std::unique_lock<detail::light_mutex>& lock, const placement& at) {
   if (room_for(at)) return {};  // the common case, without reading the clock
+  // The subscribers we wait for may be waiting for records of this batch.
+  if (unpublished_) make_visible();
   const auto deadline = clock::now() + options_.settings.publish_timeout;
   for (int spins = 0; !room_for(at); ++spins) {
     if (clock::now() >= deadline) {
@@ -251,7 +258,8 @@ std::error_code ring_publisher::send(const frame_ptr& frame) {
 std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence, frame_slot& out) {
   const bool brief = out.brief;
   out = frame_slot{};
-  std::unique_lock lock(mutex_);
+  std::unique_lock lock = take_lock();
+  const lock_parker park{*this, lock};
   if (closed_) return make_error_code(errc::closed);
   if (pending_.active) return make_error_code(errc::would_block);  // the bus never does this
   // Frames that would take more than a quarter of the ring go to a side segment,
@@ -264,6 +272,7 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
       break;
     case qos_policy::drop_newest:
       if (!room_for(at)) {
+        if (unpublished_) make_visible();  // what is there, at least, can be read now
         counters_.dropped += std::max<std::size_t>(1, active_count());  // every subscriber misses it
         counters_changed();
         out.dropped = true;
@@ -448,7 +457,8 @@ void ring_publisher::announce(const placement& at) {
 }
 
 std::error_code ring_publisher::commit_reserved() {
-  const std::unique_lock lock = take_lock();
+  std::unique_lock lock = take_lock();
+  const lock_parker park{*this, lock};
   if (!pending_.active) return make_error_code(errc::invalid_argument);
   if (closed_) {  // close() unlinked a side segment already
     end_reservation();
@@ -474,7 +484,20 @@ std::error_code ring_publisher::commit_reserved() {
 
 std::unique_lock<detail::light_mutex> ring_publisher::take_lock() {
   if (held_.owns_lock()) return std::move(held_);
+  if (parked_.owns_lock()) return std::move(parked_);
   return std::unique_lock(mutex_);
+}
+
+void ring_publisher::begin_batch() {
+  std::unique_lock lock(mutex_);
+  batch_ = true;
+  parked_ = std::move(lock);
+}
+
+void ring_publisher::end_batch() {
+  const std::unique_lock lock = take_lock();
+  batch_ = false;
+  if (unpublished_) make_visible();
 }
 
 void ring_publisher::end_reservation() {
@@ -486,14 +509,17 @@ void ring_publisher::end_reservation() {
 // A cancelled loan's side segment was never published: nobody can be reading
 // it, so it goes straight back to the pool.
 void ring_publisher::cancel_reserved() {
-  const std::unique_lock lock = take_lock();
+  std::unique_lock lock = take_lock();
+  const lock_parker park{*this, lock};
   if (!pending_.active) return;
   if (pending_.use && !closed_) release_blob(std::move(pending_.blob), 0, 0);
   end_reservation();
 }
 
 // Writes the record header (and padding) of the pending frame, whose bytes are
-// in place, then publishes the new tail and wakes whoever sleeps.
+// in place, then publishes the new tail and wakes whoever sleeps; in a batch,
+// only every few records (a frame in a side segment at once: its segment is
+// released by trim, which must not find it unreadable).
 void ring_publisher::publish_record() {
   const placement& at = pending_.at;
   if (at.pad) {
@@ -510,10 +536,16 @@ void ring_publisher::publish_record() {
     const layout::blob_ref ref{use, pending_.blob.id, pending_.size, 0};
     std::memcpy(out + sizeof rh, &ref, sizeof ref);
   }
-  hdr_->tail.store(at.end);  // seq_cst: ordered before the check of the waiting flags
   tail_ = at.end;
   records_.push_back({at.start, at.end, use});
   if (use) blobs_.push_back({records_.back(), std::move(pending_.blob)});
+  ++unpublished_;
+  if (!batch_ || use || unpublished_ >= batch_visible_every) make_visible();
+}
+
+void ring_publisher::make_visible() {
+  unpublished_ = 0;
+  hdr_->tail.store(tail_);  // seq_cst: ordered before the check of the waiting flags
   const std::size_t h = options_.settings.history;
   history_pos_ = h == 0 ? tail_ : records_[records_.size() > h ? records_.size() - h : 0].pos;
   hdr_->history_start.store(history_pos_, std::memory_order_release);

@@ -60,6 +60,13 @@ class ring_publisher {
   std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
   std::error_code commit_reserved();
   void cancel_reserved();
+  // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
+  // kept between frames and the tail is stored once every few records
+  // instead of for each, and at once before a wait for room. Only the
+  // batching thread may call anything but close() meanwhile; close() waits
+  // for the batch's end or its next wait for room.
+  void begin_batch();
+  void end_batch();
   // Waits until every live subscriber has read everything; false on timeout.
   bool flush(std::chrono::milliseconds timeout);
   std::size_t subscriber_count() const;
@@ -137,9 +144,20 @@ class ring_publisher {
   std::size_t pool_max_segments() const;
   void announce(const placement& at);
   void publish_record();
+  // Stores the tail (every record written so far becomes readable) and wakes sleepers.
+  void make_visible();
   void end_reservation();
-  // The lock a brief reservation kept (held_), or mutex_ taken now.
+  // The lock a brief reservation kept (held_) or a batch parked (parked_),
+  // or mutex_ taken now.
   std::unique_lock<detail::light_mutex> take_lock();
+  // In a batch, keeps `lock` in parked_ when the scope ends instead of unlocking it.
+  struct lock_parker {
+    ring_publisher& self;
+    std::unique_lock<detail::light_mutex>& lock;
+    ~lock_parker() {
+      if (self.batch_ && lock.owns_lock()) self.parked_ = std::move(lock);
+    }
+  };
   void wake_readers();
   // Writes slot i's eventfd; false when none is registered for its current state.
   bool wake_directly(std::size_t i);
@@ -209,6 +227,11 @@ class ring_publisher {
   // reserving thread touches it meanwhile (everyone else waits for mutex_).
   std::unique_lock<detail::light_mutex> held_;
   std::uint64_t intent_ = 0;  // the highest tail_intent announced: it never goes back
+  // A batch is open: mutex_ stays locked between its frames (in parked_ while
+  // no call runs), and records are written without storing the tail.
+  bool batch_ = false;
+  std::unique_lock<detail::light_mutex> parked_;
+  unsigned unpublished_ = 0;  // records written since the tail was last stored
 
   // Eventfds subscribers handed over, by slot; valid while the slot keeps `state`.
   struct wake_target {

@@ -45,6 +45,8 @@ class shm_endpoint final : public publisher_endpoint {
   }
   std::error_code commit(frame_slot&) override { return state_->commit_reserved(); }
   void cancel(frame_slot&) override { state_->cancel_reserved(); }
+  void begin_batch() override { state_->begin_batch(); }
+  void end_batch() override { state_->end_batch(); }
   std::size_t subscriber_count() const override { return state_->subscriber_count(); }
   bool flush(std::chrono::milliseconds timeout) override { return state_->flush(timeout); }
   endpoint_counters counters() const override { return state_->counters(); }

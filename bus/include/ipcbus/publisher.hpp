@@ -8,6 +8,8 @@
 #include <chrono>
 #include <concepts>
 #include <memory>
+#include <span>
+#include <string>
 #include <system_error>
 #include <utility>
 
@@ -106,6 +108,36 @@ class Publisher {
     ec = core_->publish(size, [&message](char* out, std::size_t n) {
       return message_traits<T>::write(message, out, n);
     });
+  }
+
+  // Publishes `messages` in order, each exactly as publish() would (QoS,
+  // drops counted, errors), as one batch: one lock and one clock read for all
+  // (they share a publish time), and on shm:// the subscribers are woken once
+  // per few messages instead of for each. For bursts: much cheaper per message
+  // than publish() in a loop, at the cost of the first message waiting for the
+  // next few to be written. Returns how many were published: all of them, or
+  // those before the one that failed (`ec` says why; the rest were not sent).
+  std::size_t publish_batch(std::span<const T> messages, std::error_code& ec) {
+    if (!core_) {
+      ec = make_error_code(errc::closed);
+      return 0;
+    }
+    struct source {
+      std::span<const T> items;
+      std::size_t size(std::size_t i) const { return message_traits<T>::byte_size(items[i]); }
+      bool write(std::size_t i, char* out, std::size_t n) const { return message_traits<T>::write(items[i], out, n); }
+    } src{messages};
+    std::size_t published = 0;
+    ec = core_->publish_batch(messages.size(), detail::batch_source_ref(src), published);
+    return published;
+  }
+  // Throws std::system_error naming how many were published before the failure.
+  void publish_batch(std::span<const T> messages) {
+    std::error_code ec;
+    const std::size_t n = publish_batch(messages, ec);
+    if (ec)
+      throw_if(ec, "publish_batch on '" + topic() + "' (" + std::to_string(n) + " of " +
+                       std::to_string(messages.size()) + " published)");
   }
 
   // Lends memory for a raw message of `size` bytes (Publisher<Bytes> only); see

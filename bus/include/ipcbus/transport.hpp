@@ -104,6 +104,16 @@ class publisher_endpoint {
   // Errors: closed (the endpoint closed meanwhile; nobody got the frame).
   virtual std::error_code commit(frame_slot& slot);
   virtual void cancel(frame_slot& slot);
+
+  // A batch (Publisher::publish_batch): between begin_batch() and end_batch()
+  // the bus sends or reserves several frames in a row on one thread and
+  // nothing else. An endpoint may defer what makes each frame visible to its
+  // subscribers (shm://: the ring's tail, the wake-ups) and what it locks per
+  // frame, as long as every frame a call reported as sent is visible once
+  // end_batch() returns, and before the endpoint waits for room or lets
+  // another thread in. Defaults: nothing deferred.
+  virtual void begin_batch() {}
+  virtual void end_batch() {}
 };
 
 struct link_options {

@@ -47,6 +47,27 @@ class payload_writer_ref {
   bool (*call_)(void*, char*, std::size_t);
 };
 
+// What publish_batch() asks of the messages it publishes: message i's
+// payload size and a writer of its payload, as payload_writer_ref's. Borrowed
+// for the call; `S` has size(i) and write(i, out, n).
+class batch_source_ref {
+ public:
+  template <typename S>
+  explicit batch_source_ref(S& source)
+      : source_(&source),
+        size_([](void* s, std::size_t i) { return static_cast<S*>(s)->size(i); }),
+        write_([](void* s, std::size_t i, char* out, std::size_t n) {
+          return static_cast<bool>(static_cast<S*>(s)->write(i, out, n));
+        }) {}
+  std::size_t size(std::size_t i) const { return size_(source_, i); }
+  bool write(std::size_t i, char* out, std::size_t n) const { return write_(source_, i, out, n); }
+
+ private:
+  void* source_;
+  std::size_t (*size_)(void*, std::size_t);
+  bool (*write_)(void*, std::size_t, char*, std::size_t);
+};
+
 class publisher_core {
  public:
   static std::shared_ptr<publisher_core> create(std::shared_ptr<bus_state> bus, std::string_view topic,
@@ -57,6 +78,11 @@ class publisher_core {
 
   // Encodes a message of `payload_size` bytes written by `write` and sends it.
   std::error_code publish(std::size_t payload_size, payload_writer_ref write);
+  // Publishes `count` messages in order, each as publish() would, under one
+  // lock and one clock read (they share a publish time); the endpoint may
+  // make them visible together (publisher_endpoint::begin_batch). Stops at
+  // the first that fails: `published` says how many went out before it.
+  std::error_code publish_batch(std::size_t count, batch_source_ref messages, std::size_t& published);
   // Publishes a frame that came from another bus (ipcbus-bridge): as publish(),
   // but the frame keeps `origin`'s origin host and publish time and counts one
   // more hop, so that bridges can tell where it entered and stop loops.
@@ -109,6 +135,7 @@ class publisher_core {
   std::vector<frame_ptr> history_snapshot() const;
   // All with publish_mutex_ held.
   std::error_code wait_for_loan(std::unique_lock<light_mutex>& lock);
+  std::error_code publish_one(std::size_t payload_size, payload_writer_ref write);
   std::shared_ptr<encoded_frame> take_spare_frame();
   // brief: the frame is filled and finished at once, on this thread (not a loan).
   std::error_code start_frame(std::size_t payload_size, char*& payload, bool brief);
@@ -135,6 +162,10 @@ class publisher_core {
   open_frame frame_;
   bool loan_out_ = false;
   const frame_header* forwarded_ = nullptr;  // set during publish_forwarded's start_frame
+  // A batch is being published: its publish time, read once; the stats block
+  // is updated at its end (the endpoint keeps its lock meanwhile).
+  bool in_batch_ = false;
+  std::int64_t batch_time_ns_ = 0;
   std::uint64_t mirrored_version_ = 0;  // endpoint counters_version() last copied to the stats block
   // The last frame sent, reused by the next publish once every subscriber
   // queue has let go of it: saves two allocations per message on the stream

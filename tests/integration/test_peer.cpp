@@ -203,8 +203,9 @@ int stream(char** argv) {
     for (std::uint64_t i = 1; !stop;) {
       const bool is_large = large_every != 0 && i % large_every == 0;
       if (!is_large && i % 5 == 0) {
-        // Every fifth turn a few small ones through publish_batch: a kill may
-        // land inside a batch, with records written but the tail not yet stored.
+        // At indexes that are multiples of five, a few small ones through
+        // publish_batch: a kill may land inside a batch, with records written
+        // but the tail not yet stored. (Most messages go this way.)
         for (std::size_t k = 0; k < batch_size; ++k) batch[k] = ipcbus::test::make_sample(i + k, small);
         status->phase = peer_status::publishing_small;
         std::error_code ec;

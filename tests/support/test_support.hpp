@@ -54,7 +54,7 @@ struct peer_status {
   enum phase_value : std::uint32_t { idle = 0, publishing_small = 1, publishing_large = 2 };
   std::atomic<std::uint32_t> phase;           // publisher: what it is doing right now
   std::atomic<std::uint32_t> pid;
-  std::atomic<std::uint64_t> published;       // publisher: publish calls that succeeded
+  std::atomic<std::uint64_t> published;       // publisher: messages published (publish and publish_batch)
   std::atomic<std::uint64_t> publish_errors;  // publisher: publish calls that failed (e.g. timed_out)
   std::atomic<std::uint64_t> received;        // subscriber: messages delivered to it
   std::atomic<std::uint64_t> large_received;  // subscriber: of those, bodies of 64 KiB or more

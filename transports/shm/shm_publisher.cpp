@@ -37,10 +37,12 @@ constexpr std::size_t pool_min_segments = 8;
 // Largest frame a brief reservation (frame_slot::brief) holds the lock for.
 constexpr std::size_t max_brief_hold = 64 * 1024;
 constexpr auto pool_idle_time = std::chrono::seconds(2);
-// In a batch, the tail is stored after this many records (and at its end):
-// the subscriber starts reading before the batch is written, and the tail's
-// line, which the subscriber polls, moves between the cores once per this
-// many records instead of for each.
+// In a batch, the tail is stored after this many records at most (and at its
+// end): the subscriber starts reading before the batch is written, and the
+// tail's line, which the subscriber polls, moves between the cores once per
+// this many records instead of for each. Never more than half the depth: a
+// subscriber that keeps up must not find itself `depth` frames behind
+// records it could not read yet (a drop policy would count them lost).
 constexpr unsigned batch_visible_every = 32;
 }  // namespace
 
@@ -60,6 +62,7 @@ std::error_code ring_publisher::open() {
   marker_ = marker_path(options_.domain_dir, options_.publisher_id);
   capacity_ = ring_capacity(options_.settings);
   mask_ = capacity_ - 1;
+  visible_every_ = std::clamp<unsigned>(options_.settings.depth / 2, 1, batch_visible_every);
   // The marker first: a segment without one is an orphan to reclaim_shm_segments.
   if (auto ec = write_marker(marker_, name_)) return ec;
   if (auto ec = create_segment(name_, layout::data_offset + capacity_, options_.security, ring_)) {
@@ -266,6 +269,10 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   // so one big frame never stalls the ring for everything else.
   const bool side = layout::record_size(size) > capacity_ / 4;
   const placement at = place(side ? sizeof(layout::blob_ref) : size);
+  // In a batch: never more than half a ring written past the stored tail, so
+  // that neither a cursor moved to a record (drop_oldest) nor the head and
+  // history_start announced are ever a ring or more past what readers see.
+  if (unpublished_ && at.end > visible_tail_ + capacity_ / 2) make_visible();
   switch (options_.settings.qos) {
     case qos_policy::reliable:
       if (auto ec = wait_for_room(lock, at)) return ec;
@@ -280,6 +287,8 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
       }
       break;
     case qos_policy::drop_oldest:
+      // Nobody is lapped for records it could not read yet.
+      if (unpublished_ && !room_for(at)) make_visible();
       if (would_lap_newcomer(at)) {
         counters_.dropped += active_count();
         counters_changed();
@@ -321,7 +330,13 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   // A brief reservation keeps the lock until commit_reserved: one lock per
   // publish instead of two. Only for frames copied in a moment, so that
   // housekeeping on the io thread never waits long for it.
-  if (brief && size <= max_brief_hold) held_ = std::move(lock);
+  if (brief && size <= max_brief_hold) {
+    held_ = std::move(lock);
+  } else if (batch_) {
+    // A large frame is copied with the lock released, in a batch too.
+    if (unpublished_) make_visible();
+    lock.unlock();
+  }
   return {};
 }
 
@@ -466,6 +481,13 @@ std::error_code ring_publisher::commit_reserved() {
   }
   publish_record();
   end_reservation();
+  // A batch keeps the lock between frames: let whoever went to sleep waiting
+  // for it (housekeeping on the io thread, close()) in once the tail is stored.
+  if (batch_ && unpublished_ == 0 && mutex_.has_sleepers() && lock.owns_lock()) {
+    lock.unlock();
+    std::this_thread::yield();
+    lock.lock();
+  }
   // Trimming scans every slot: worth it at once only when a side segment may
   // be released; otherwise now and then keeps the index short enough.
   if (!blobs_.empty() || ++publishes_since_trim_ >= 32) {
@@ -540,11 +562,12 @@ void ring_publisher::publish_record() {
   records_.push_back({at.start, at.end, use});
   if (use) blobs_.push_back({records_.back(), std::move(pending_.blob)});
   ++unpublished_;
-  if (!batch_ || use || unpublished_ >= batch_visible_every) make_visible();
+  if (!batch_ || use || unpublished_ >= visible_every_) make_visible();
 }
 
 void ring_publisher::make_visible() {
   unpublished_ = 0;
+  visible_tail_ = tail_;
   hdr_->tail.store(tail_);  // seq_cst: ordered before the check of the waiting flags
   const std::size_t h = options_.settings.history;
   history_pos_ = h == 0 ? tail_ : records_[records_.size() > h ? records_.size() - h : 0].pos;

@@ -56,15 +56,16 @@ class ring_publisher {
   // send() in two steps, for frames encoded straight into the ring (or into a
   // side segment): reserve applies the QoS and announces the overwrite, the
   // caller fills out.data, commit publishes the record. The lock is not held in
-  // between, so housekeeping and readers carry on during a long loan.
+  // between, so housekeeping and readers carry on during a long loan (a brief
+  // reservation of up to 64 KiB, and a batch's, keep it: see reserve).
   std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
   std::error_code commit_reserved();
   void cancel_reserved();
   // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
   // kept between frames and the tail is stored once every few records
-  // instead of for each, and at once before a wait for room. Only the
-  // batching thread may call anything but close() meanwhile; close() waits
-  // for the batch's end or its next wait for room.
+  // instead of for each (README.md, "Protocol": when at once). Only the
+  // batching thread reserves and commits meanwhile; calls from other threads
+  // (close, maintain, counters, ...) wait until the tail is next stored.
   void begin_batch();
   void end_batch();
   // Waits until every live subscriber has read everything; false on timeout.
@@ -231,7 +232,9 @@ class ring_publisher {
   // no call runs), and records are written without storing the tail.
   bool batch_ = false;
   std::unique_lock<detail::light_mutex> parked_;
-  unsigned unpublished_ = 0;  // records written since the tail was last stored
+  unsigned unpublished_ = 0;    // records written since the tail was last stored
+  std::uint64_t visible_tail_ = 0;  // the tail last stored
+  unsigned visible_every_ = 1;  // in a batch, the tail is stored at least once per this many records
 
   // Eventfds subscribers handed over, by slot; valid while the slot keeps `state`.
   struct wake_target {

@@ -112,11 +112,15 @@ class Publisher {
 
   // Publishes `messages` in order, each exactly as publish() would (QoS,
   // drops counted, errors), as one batch: one lock and one clock read for all
-  // (they share a publish time), and on shm:// the subscribers are woken once
-  // per few messages instead of for each. For bursts: much cheaper per message
+  // (they share a publish time: when the batch started, also for messages
+  // that waited for room), and on shm:// the subscribers are woken once per
+  // few messages instead of for each. For bursts: much cheaper per message
   // than publish() in a loop, at the cost of the first message waiting for the
   // next few to be written. Returns how many were published: all of them, or
-  // those before the one that failed (`ec` says why; the rest were not sent).
+  // those before the one that failed (`ec` says why; the rest were not sent;
+  // a message dropped by a drop policy counts as published, as for publish()).
+  // Should serializing a message throw, those before it are published and
+  // the exception carries no count: catch it only to give up on the batch.
   std::size_t publish_batch(std::span<const T> messages, std::error_code& ec) {
     if (!core_) {
       ec = make_error_code(errc::closed);

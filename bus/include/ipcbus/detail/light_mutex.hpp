@@ -52,6 +52,9 @@ class light_mutex {
     if (state_.exchange(free, std::memory_order_release) == contended) wake_one();
   }
 
+  // Somebody sleeps waiting for it (a hint: read without ordering).
+  bool has_sleepers() const { return state_.load(std::memory_order_relaxed) == contended; }
+
  private:
   static constexpr std::uint32_t free = 0;
   static constexpr std::uint32_t held = 1;

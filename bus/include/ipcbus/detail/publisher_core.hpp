@@ -112,7 +112,8 @@ class publisher_core {
   // another thread: one waiting for room in a full subscriber queue fails with
   // `closed` within the transport's wait slice instead of after
   // publish_timeout, and so does every later one. close() still has to follow
-  // (it unregisters). Any thread; blocks only on the endpoint's own lock.
+  // (it unregisters). Any thread; blocks only on the endpoint's own lock
+  // (during a batch on shm://, until the ring's tail is next stored).
   void abort();
 
   const std::string& topic() const { return topic_; }

@@ -54,6 +54,18 @@ struct collector {
   }
 };
 
+// What a reliable publisher accepted before it timed out: messages 1..count
+// in order, none lost, and nothing after them.
+void expect_exactly_in_order(ipcbus::Subscriber<Sample>& sub, std::uint64_t count) {
+  for (std::uint64_t i = 1; i <= count; ++i) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->message.index() == i);
+    BOOST_TEST(r->info.lost_before == 0u);
+  }
+  BOOST_TEST(!sub.receive(100ms).has_value());
+}
+
 }  // namespace
 
 // CONFORMANCE_CASE(name) { body } runs body once per transport, with `transport`
@@ -219,13 +231,7 @@ CONFORMANCE_CASE(a_reliable_batch_times_out_on_a_stalled_subscriber_and_loses_no
   BOOST_TEST(ec == ipcbus::errc::timed_out);
   BOOST_TEST(accepted > 4u);
   BOOST_TEST(pub.counters().timeouts == 1u);
-  for (std::uint64_t i = 1; i <= accepted; ++i) {
-    auto r = sub.receive(5s);
-    BOOST_REQUIRE(r.has_value());
-    BOOST_TEST(r->message.index() == i);
-    BOOST_TEST(r->info.lost_before == 0u);
-  }
-  BOOST_TEST(!sub.receive(100ms).has_value());
+  expect_exactly_in_order(sub, accepted);
 }
 
 CONFORMANCE_CASE(a_batch_under_drop_newest_never_blocks_and_counts_every_drop) {
@@ -256,8 +262,9 @@ CONFORMANCE_CASE(a_batch_under_drop_newest_never_blocks_and_counts_every_drop) {
 // drop_oldest laps a subscriber that falls behind, also in the middle of a
 // batch, and a busy-polling subscriber reading meanwhile loses only what is
 // counted: it never finds its cursor moved past what it can read (the link
-// would be given up as malformed). Depth 1 laps it on every record; 200 KiB
-// frames in a 4 MiB ring (on shm://) overwrite it within a batch.
+// would be given up as malformed). Depth 1 and 8 lap it by depth, within a
+// batch at 8 (on shm://, the tail is stored every 4 records); 200 KiB frames
+// in a 4 MiB ring overwrite it within a batch.
 static void batches_under_drop_oldest(const std::string& transport, const std::string& settings, std::size_t body) {
   BOOST_TEST_CONTEXT(transport << ", " << settings) {
     scratch_domain d;
@@ -297,6 +304,7 @@ static void batches_under_drop_oldest(const std::string& transport, const std::s
 
 CONFORMANCE_CASE(a_batch_under_drop_oldest_laps_a_slow_subscriber_and_counts_every_drop) {
   batches_under_drop_oldest(transport, "depth: 1", 8 * 1024);
+  batches_under_drop_oldest(transport, "depth: 8", 8 * 1024);  // the tail stored every 4 records
   batches_under_drop_oldest(transport, "depth: 64, max_message: 256KiB", 200 * 1024);
 }
 
@@ -366,13 +374,7 @@ CONFORMANCE_CASE(reliable_publisher_times_out_on_a_stalled_subscriber_and_loses_
   }
   BOOST_TEST(ec == ipcbus::errc::timed_out);
   BOOST_TEST(accepted > 4u);
-  for (std::uint64_t i = 1; i <= accepted; ++i) {
-    auto r = sub.receive(5s);
-    BOOST_REQUIRE(r.has_value());
-    BOOST_TEST(r->message.index() == i);
-    BOOST_TEST(r->info.lost_before == 0u);
-  }
-  BOOST_TEST(!sub.receive(100ms).has_value());
+  expect_exactly_in_order(sub, accepted);
 }
 
 // Subscriber::pause in a callback (the bridge uses it when a link is full):

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -227,6 +229,42 @@ BOOST_AUTO_TEST_CASE(a_subscriber_sharing_the_publishers_cpu_takes_batches) {
 // not exactly a live subscriber's own (wrong magic, a free slot, a stale state,
 // a descriptor that is not an eventfd) is refused, the descriptor never
 // written, and delivery goes on.
+// A batch keeps the ring's lock from one frame to the next. Another thread
+// asking for the counters meanwhile (it waits for that lock) gets them while
+// the batch is still going, not after it. No subscriber: the batch never
+// waits for room, where it would let the lock go anyway.
+BOOST_AUTO_TEST_CASE(a_long_batch_lets_other_threads_take_the_ring_lock) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options("defaults: { transport: shm, qos: reliable, depth: 64 }\n"));
+  auto pub = bus.advertise<ipcbus::Bytes>("batch/long");
+  const std::string ring = ring_of(d.domain_dir(), "batch/long");
+  BOOST_REQUIRE(!ring.empty());
+  ring_view view(ring);
+  const std::string payload(64, 'b');
+  const std::vector<ipcbus::Bytes> batch(2'000'000, ipcbus::Bytes::view(payload));
+  std::error_code ec;
+  std::size_t published = 0;
+  std::atomic<bool> batch_done{false};
+  std::thread publisher([&] {
+    published = pub.publish_batch(batch, ec);
+    batch_done = true;
+  });
+  // Under way once its records show: the tail is stored every 32 of them.
+  while (view.header().tail.load() == 0 && !batch_done.load()) std::this_thread::yield();
+  // Where the batch was when each answer came: the tail it had stored by then.
+  std::vector<std::uint64_t> tails;
+  while (!batch_done.load() && tails.size() < 20) {
+    (void)pub.counters();  // takes the ring's lock
+    tails.push_back(view.header().tail.load());
+  }
+  publisher.join();
+  BOOST_TEST(!ec, ec.message());
+  BOOST_TEST(published == batch.size());
+  const std::uint64_t end = view.header().tail.load();
+  const auto during = std::count_if(tails.begin(), tails.end(), [&](std::uint64_t t) { return t < end; });
+  BOOST_TEST(during >= 5, during << " of " << tails.size() << " answered before the batch ended");
+}
+
 BOOST_AUTO_TEST_CASE(the_wake_socket_takes_nothing_from_strangers) {
   namespace shm = ipcbus::transport::shm;
   scratch_domain d;

@@ -26,6 +26,9 @@ constexpr auto eviction_interval = std::chrono::milliseconds(10);
 constexpr auto idle_eviction_interval = std::chrono::milliseconds(500);
 // Longest single sleep of a waiting publisher, so that evictions and close are noticed.
 constexpr auto max_sleep = std::chrono::milliseconds(10);
+// How long a batch, letting a thread that sleeps on the ring lock in, waits for
+// it to take the lock before carrying on (the wake-up takes microseconds).
+constexpr auto handoff_wait = std::chrono::microseconds(200);
 // How long a drop_oldest publisher spares a subscriber's first frame.
 constexpr auto newcomer_grace = std::chrono::seconds(1);
 // Released side segments kept for reuse: at most this many (or depth + 1, if
@@ -241,6 +244,7 @@ void ring_publisher::make_room(const placement& at) {
       if (c > tail_) break;
       const std::uint64_t target = drop_target(c, at);
       if (target == c) break;
+      if (unpublished_) make_visible();  // nobody is lapped for records it could not read yet
       if (s.cursor.compare_exchange_strong(c, target)) {
         counters_.dropped += index_of(target) - index_of(c);
         counters_changed();
@@ -287,9 +291,8 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
       }
       break;
     case qos_policy::drop_oldest:
-      // Nobody is lapped for records it could not read yet.
-      if (unpublished_ && !room_for(at)) make_visible();
       if (would_lap_newcomer(at)) {
+        if (unpublished_) make_visible();  // what is there, at least, can be read now
         counters_.dropped += active_count();
         counters_changed();
         out.dropped = true;
@@ -481,11 +484,13 @@ std::error_code ring_publisher::commit_reserved() {
   }
   publish_record();
   end_reservation();
-  // A batch keeps the lock between frames: let whoever went to sleep waiting
-  // for it (housekeeping on the io thread, close()) in once the tail is stored.
-  if (batch_ && unpublished_ == 0 && mutex_.has_sleepers() && lock.owns_lock()) {
+  // A batch keeps the lock between frames: once the tail is stored, whoever
+  // went to sleep waiting for it (counters(), close() from abort()) is let in
+  // and given the moment it needs to wake up and take it.
+  if (batch_ && unpublished_ == 0 && mutex_.has_sleepers()) {
     lock.unlock();
-    std::this_thread::yield();
+    const auto give_up = clock::now() + handoff_wait;
+    while (!mutex_.is_locked() && clock::now() < give_up) std::this_thread::yield();
     lock.lock();
   }
   // Trimming scans every slot: worth it at once only when a side segment may
@@ -715,8 +720,9 @@ endpoint_counters ring_publisher::counters() const {
 }
 
 void ring_publisher::maintain() {
-  std::lock_guard lock(mutex_);
-  if (closed_ || !hdr_) return;
+  // On the io thread, which must not wait for a batch: busy now, next time.
+  const std::unique_lock lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock() || closed_ || !hdr_) return;
   evict_dead(idle_eviction_interval);
   for (std::size_t i = 0, used = slots_in_use(); i < used; ++i) {
     const std::uint64_t st = slot_at(i).state.load();

@@ -64,8 +64,9 @@ class ring_publisher {
   // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
   // kept between frames and the tail is stored once every few records
   // instead of for each (README.md, "Protocol": when at once). Only the
-  // batching thread reserves and commits meanwhile; calls from other threads
-  // (close, maintain, counters, ...) wait until the tail is next stored.
+  // batching thread reserves and commits meanwhile; other threads' calls
+  // (close, counters, ...) get the lock after a periodic store of the tail,
+  // maintain() skips a tick instead.
   void begin_batch();
   void end_batch();
   // Waits until every live subscriber has read everything; false on timeout.

@@ -121,6 +121,7 @@ class Publisher {
   // a message dropped by a drop policy counts as published, as for publish()).
   // Should serializing a message throw, those before it are published and
   // the exception carries no count: catch it only to give up on the batch.
+  // close() from another thread waits for the batch to end, as for a publish.
   std::size_t publish_batch(std::span<const T> messages, std::error_code& ec) {
     if (!core_) {
       ec = make_error_code(errc::closed);

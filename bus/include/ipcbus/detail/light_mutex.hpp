@@ -52,8 +52,10 @@ class light_mutex {
     if (state_.exchange(free, std::memory_order_release) == contended) wake_one();
   }
 
-  // Somebody sleeps waiting for it (a hint: read without ordering).
+  // Hints, read without ordering. has_sleepers: somebody may sleep waiting for
+  // it (also true, once, after the holder itself took it contended).
   bool has_sleepers() const { return state_.load(std::memory_order_relaxed) == contended; }
+  bool is_locked() const { return state_.load(std::memory_order_relaxed) != free; }
 
  private:
   static constexpr std::uint32_t free = 0;

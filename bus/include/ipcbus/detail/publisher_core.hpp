@@ -113,7 +113,7 @@ class publisher_core {
   // `closed` within the transport's wait slice instead of after
   // publish_timeout, and so does every later one. close() still has to follow
   // (it unregisters). Any thread; blocks only on the endpoint's own lock
-  // (during a batch on shm://, until the ring's tail is next stored).
+  // (during a batch on shm://, until the ring's next periodic tail store).
   void abort();
 
   const std::string& topic() const { return topic_; }

@@ -132,9 +132,9 @@ write("config", "unclosed.yaml", "defaults: { depth: 3\n")
 # ---- shm ring segments (layout: transports/shm/shm_layout.hpp) ---------------
 
 CAPACITY = 4096
-DATA_OFFSET = 12288           # align_up(sizeof(ring_header) = 8448, 4096)
+DATA_OFFSET = 12288           # align_up(sizeof(ring_header) = 8576, 4096)
 RING_MAGIC = 0x31474E4952535049
-VERSION = 5
+VERSION = 7
 SLOTS = 64
 
 
@@ -184,7 +184,8 @@ write("shm_reader", "lapped_to_head",
 # Mode 0: a whole segment, header written here.
 seg = bytearray(DATA_OFFSET + CAPACITY)
 struct.pack_into("<QIIQQQII", seg, 0, RING_MAGIC, VERSION, SLOTS, CAPACITY, DATA_OFFSET, 1, 1, 0)
-struct.pack_into("<QQQQ", seg, 64, len(RECORDS), len(RECORDS), 0, 0)  # tail_intent, tail, head, history_start
+struct.pack_into("<Q", seg, 64, len(RECORDS))  # tail, alone on its line
+struct.pack_into("<QQQ", seg, 128, len(RECORDS), 0, 0)  # tail_intent, head, history_start
 seg[DATA_OFFSET:DATA_OFFSET + len(RECORDS)] = RECORDS
 write("shm_reader", "whole_segment", b"\x00" + bytes(seg))
 write("shm_reader", "whole_segment_bad_capacity", b"\x00" + bytes(seg[:16]) + struct.pack("<Q", 8192) + bytes(seg[24:]))

@@ -30,7 +30,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words must be plai
 
 inline constexpr std::uint64_t ring_magic = 0x31474e4952535049ull;  // "IPSRING1", little endian
 inline constexpr std::uint64_t blob_magic = 0x32424f4c42535049ull;  // "IPSBLOB2"
-inline constexpr std::uint32_t version = 6;  // 5: frames in the local layout (frame_codec.hpp); 6: tail alone
+inline constexpr std::uint32_t version = 7;  // 5: frames in the local layout (frame_codec.hpp); 6: tail alone; 7: closed alone
 inline constexpr std::uint32_t slot_count = 64;
 
 // Records start 16-byte aligned and their header is 16 bytes, so whatever is
@@ -159,8 +159,13 @@ struct alignas(64) ring_header {
   std::atomic<std::uint64_t> head;            // start of the oldest intact record
   std::atomic<std::uint64_t> history_start;   // where a new subscriber starts reading
   std::atomic<std::uint64_t> blobs_released;  // side segments with a smaller id were unlinked
-  std::atomic<std::uint32_t> closed;          // 1 once the publisher closed
   std::atomic<std::uint32_t> slots_used;      // no slot at or above this index was ever claimed
+
+  // Alone on its line: a busy-polling reader looks at it whenever it finds
+  // nothing to read. On the line above, its loads would take that line away
+  // from the publisher between records, and the publisher's next tail_intent
+  // store would wait for the line to come back, before the record is written.
+  alignas(64) std::atomic<std::uint32_t> closed;  // 1 once the publisher closed
 
   alignas(64) std::atomic<std::uint32_t> data_futex;    // bumped after a record when a subscriber sleeps on it
   alignas(64) std::atomic<std::uint32_t> space_futex;   // bumped by readers for a waiting publisher

@@ -100,6 +100,7 @@ class shm_link_state : public link_poller, public std::enable_shared_from_this<s
   bool draining_ = false;
   unsigned yield_misses_ = 0;   // yields before sleeping that found nothing, since the last that did
   unsigned yields_paused_ = 0;  // sleeps to go before the next such yield
+  unsigned idle_polls_ = 0;     // polls that found nothing (poll())
   const std::chrono::microseconds spin_;
   const bool busy_poll_;
   const bool polled_;

@@ -103,6 +103,7 @@ std::shared_ptr<publisher_core> publisher_core::create(std::shared_ptr<bus_state
     core->registration_.reset();  // removes the entry and whatever <id>.* exists
     return nullptr;
   }
+  core->in_place_ = core->endpoint_->writes_in_place();
   info.set_endpoint(core->endpoint_->uri());
   core->registration_->update(info, ec);
   if (ec) {
@@ -160,6 +161,7 @@ std::error_code publisher_core::publish_batch(std::size_t count, batch_source_re
 }
 
 std::error_code publisher_core::publish_one(std::size_t payload_size, payload_writer_ref write) {
+  if (in_place_) return publish_in_place(payload_size, write);
   char* payload = nullptr;
   if (auto ec = start_frame(payload_size, payload, true)) return ec;
   bool written = true;
@@ -174,6 +176,32 @@ std::error_code publisher_core::publish_one(std::size_t payload_size, payload_wr
     return make_error_code(errc::invalid_argument);
   }
   return finish_frame();
+}
+
+// publish_one() into an endpoint that writes in place: the frame is reserved,
+// encoded and committed by one call (publisher_endpoint::write_frame), and
+// nothing of it is kept in frame_, which only a loan needs between calls.
+std::error_code publisher_core::publish_in_place(std::size_t payload_size, payload_writer_ref write) {
+  frame_header h;
+  h.sequence = next_sequence_;
+  h.publisher_id = id_;
+  h.publish_time_ns = in_batch_ ? batch_time_ns_ : wall_clock_ns();
+  h.origin_host = bus_->host_id;
+  h.payload_type = type_name_;
+  bool dropped = false;
+  const std::error_code ec = endpoint_->write_frame(
+      local_frame_size(h, payload_size), next_sequence_,
+      [&](char* out) {
+        char* payload = encode_local_frame_header(out, h, payload_size);
+        return payload_size == 0 || write(payload, payload_size);
+      },
+      dropped);
+  mirror_counters();
+  if (ec) return ec;
+  // Sent, or dropped by the endpoint's QoS (counted there): the sequence is spent either way.
+  ++next_sequence_;
+  count_publish(payload_size);
+  return {};
 }
 
 std::error_code publisher_core::publish_forwarded(const frame_header& origin, std::string_view payload,
@@ -332,11 +360,15 @@ std::error_code publisher_core::finish_frame() {
   mirror_counters();
   if (ec) return ec;
   ++next_sequence_;
+  count_publish(payload_size);
+  return {};
+}
+
+void publisher_core::count_publish(std::size_t payload_size) {
   // Only this publisher writes these (under publish_mutex_): no atomic add needed.
   auto& c = stats_->counters();
   c.messages.store(c.messages.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   c.bytes.store(c.bytes.load(std::memory_order_relaxed) + payload_size, std::memory_order_relaxed);
-  return {};
 }
 
 // Only what tells whether a frame is open: assigning a fresh open_frame

@@ -12,6 +12,11 @@ std::error_code publisher_endpoint::commit(frame_slot&) { return make_error_code
 
 void publisher_endpoint::cancel(frame_slot&) {}
 
+std::error_code publisher_endpoint::write_frame(std::size_t, std::uint64_t, frame_writer_ref, bool& dropped) {
+  dropped = false;
+  return make_error_code(errc::invalid_argument);
+}
+
 void transport_registry::add(std::unique_ptr<transport_backend> t) {
   std::string key(t->scheme());
   transports_[key] = std::move(t);

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <mutex>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -66,7 +68,35 @@ void expect_exactly_in_order(ipcbus::Subscriber<Sample>& sub, std::uint64_t coun
   BOOST_TEST(!sub.receive(100ms).has_value());
 }
 
+// A message whose serializer fails when told to: returns false (as protobuf's
+// does when a message changed between sizing and writing), or throws.
+struct flaky {
+  enum class how { writes, fails, throws };
+  std::string bytes;
+  how mode = how::writes;
+};
+
 }  // namespace
+
+template <>
+struct ipcbus::message_traits<flaky> {
+  static const std::string& type_name() {
+    static const std::string name = "test.flaky";
+    return name;
+  }
+  static const google::protobuf::Descriptor* descriptor() { return nullptr; }
+  static std::size_t byte_size(const flaky& m) { return m.bytes.size(); }
+  static bool write(const flaky& m, char* out, std::size_t size) {
+    if (m.mode == flaky::how::throws) throw std::runtime_error("the serializer failed");
+    if (m.mode == flaky::how::fails) return false;
+    std::memcpy(out, m.bytes.data(), size);
+    return true;
+  }
+  static bool parse(std::string_view bytes, flaky& out) {
+    out.bytes.assign(bytes);
+    return true;
+  }
+};
 
 // CONFORMANCE_CASE(name) { body } runs body once per transport, with `transport`
 // naming it. The body is an ordinary function, compiled once; only the one-line
@@ -168,6 +198,39 @@ CONFORMANCE_CASE(batches_arrive_complete_in_order_and_share_a_publish_time) {
   BOOST_TEST(!sub.receive(100ms).has_value());  // nothing twice
   BOOST_TEST(pub.counters().dropped == 0u);
   BOOST_TEST(pub.counters().timeouts == 0u);
+}
+
+// A serializer that fails or throws publishes nothing and spends no sequence
+// number; the publisher is left as it was (on shm:// the ring's lock, which a
+// publish holds while the serializer writes into the ring, is free again), for
+// small frames and for frames that go to a side segment alike.
+CONFORMANCE_CASE(a_failing_serializer_publishes_nothing_and_leaves_the_publisher_usable) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "depth: 8, max_message: 1MiB")));
+  auto sub = bus.subscribe<flaky>("flaky/x");
+  auto pub = bus.advertise<flaky>("flaky/x");
+  BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+  std::vector<std::string> sent;
+  for (std::size_t size : {100u, 600u * 1024u}) {
+    const std::string bytes(size, static_cast<char>('a' + sent.size()));
+    std::error_code ec;
+    pub.publish(flaky{bytes, flaky::how::fails}, ec);
+    BOOST_TEST(ec == ipcbus::errc::invalid_argument);
+    BOOST_CHECK_THROW(pub.publish(flaky{bytes, flaky::how::throws}), std::runtime_error);
+    pub.publish(flaky{bytes, flaky::how::writes}, ec);
+    BOOST_TEST(!ec);
+    sent.push_back(bytes);
+  }
+  BOOST_TEST(pub.counters().dropped == 0u);
+  for (std::uint64_t seq = 1; seq <= sent.size(); ++seq) {
+    auto r = sub.receive(5s);
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(r->info.sequence == seq);
+    BOOST_TEST(r->info.lost_before == 0u);
+    BOOST_TEST((r->message.bytes == sent[seq - 1]));
+  }
+  BOOST_TEST(!sub.receive(100ms).has_value());
+  pub.close(5s);  // takes the ring's lock on shm://: hangs if a failed publish kept it
 }
 
 // A batch stops at its first failure: those before it are published (and

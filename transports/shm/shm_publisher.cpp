@@ -267,6 +267,74 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   out = frame_slot{};
   std::unique_lock lock = take_lock();
   const lock_parker park{*this, lock};
+  if (auto ec = reserve_locked(lock, size, sequence, out)) return ec;
+  if (out.dropped) return {};
+  // A brief reservation keeps the lock until commit_reserved: one lock per
+  // publish instead of two. Only for frames copied in a moment, so that
+  // housekeeping on the io thread never waits long for it.
+  if (brief && size <= max_brief_hold) {
+    held_ = std::move(lock);
+  } else if (batch_) {
+    // A large frame is copied with the lock released, in a batch too.
+    if (unpublished_) make_visible();
+    lock.unlock();
+  }
+  return {};
+}
+
+// reserve(), fill and commit_reserved() under one lock, for frames that
+// reserve() would hold the lock for anyway (brief, in the ring itself).
+std::error_code ring_publisher::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
+                                            bool& dropped) {
+  dropped = false;
+  if (size > max_brief_hold || layout::record_size(size) > capacity_ / 4) {
+    // A side segment, or a copy too long to make under the lock: in two steps.
+    frame_slot slot;
+    slot.brief = true;
+    if (auto ec = reserve(size, sequence, slot)) return ec;
+    if (slot.dropped) {
+      dropped = true;
+      return {};
+    }
+    bool written = false;
+    try {
+      written = write(slot.data);
+    } catch (...) {
+      cancel_reserved();
+      throw;
+    }
+    if (!written) {
+      cancel_reserved();
+      return make_error_code(errc::invalid_argument);
+    }
+    return commit_reserved();
+  }
+  std::unique_lock lock = take_lock();
+  const lock_parker park{*this, lock};
+  frame_slot slot;
+  if (auto ec = reserve_locked(lock, size, sequence, slot)) return ec;
+  if (slot.dropped) {
+    dropped = true;
+    return {};
+  }
+  // The lock is held from here to the commit, so close() cannot come between.
+  bool written = false;
+  try {
+    written = write(slot.data);
+  } catch (...) {
+    end_reservation();  // in the ring, never published: nothing to give back
+    throw;
+  }
+  if (!written) {
+    end_reservation();
+    return make_error_code(errc::invalid_argument);
+  }
+  finish_commit(lock);
+  return {};
+}
+
+std::error_code ring_publisher::reserve_locked(std::unique_lock<detail::light_mutex>& lock, std::size_t size,
+                                               std::uint64_t sequence, frame_slot& out) {
   if (closed_) return make_error_code(errc::closed);
   if (pending_.active) return make_error_code(errc::would_block);  // the bus never does this
   // Frames that would take more than a quarter of the ring go to a side segment,
@@ -330,16 +398,6 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   pending_.sequence = sequence;
   pending_.size = size;
   out.size = size;
-  // A brief reservation keeps the lock until commit_reserved: one lock per
-  // publish instead of two. Only for frames copied in a moment, so that
-  // housekeeping on the io thread never waits long for it.
-  if (brief && size <= max_brief_hold) {
-    held_ = std::move(lock);
-  } else if (batch_) {
-    // A large frame is copied with the lock released, in a batch too.
-    if (unpublished_) make_visible();
-    lock.unlock();
-  }
   return {};
 }
 
@@ -482,6 +540,13 @@ std::error_code ring_publisher::commit_reserved() {
     end_reservation();
     return make_error_code(errc::closed);
   }
+  finish_commit(lock);
+  return {};
+}
+
+// The pending frame's bytes are in place: publishes it, then lets a waiting
+// thread in (in a batch) and trims the index now and then.
+void ring_publisher::finish_commit(std::unique_lock<detail::light_mutex>& lock) {
   publish_record();
   end_reservation();
   // A batch keeps the lock between frames: once the tail is stored, whoever
@@ -506,7 +571,6 @@ std::error_code ring_publisher::commit_reserved() {
     } catch (const std::bad_alloc&) {
     }
   }
-  return {};
 }
 
 std::unique_lock<detail::light_mutex> ring_publisher::take_lock() {

@@ -61,6 +61,10 @@ class ring_publisher {
   std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
   std::error_code commit_reserved();
   void cancel_reserved();
+  // reserve(), `write` and commit_reserved() (or cancel_reserved()) in one
+  // call: publisher_endpoint::write_frame. Under one lock for a frame that
+  // goes into the ring and is copied in a moment.
+  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write, bool& dropped);
   // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
   // kept between frames and the tail is stored once every few records
   // instead of for each (README.md, "Protocol": when at once). Only the
@@ -125,6 +129,11 @@ class ring_publisher {
   };
 
   // All with mutex_ held.
+  // reserve() without the lock's handling: the QoS, the placement, the announcement.
+  std::error_code reserve_locked(std::unique_lock<detail::light_mutex>& lock, std::size_t size,
+                                 std::uint64_t sequence, frame_slot& out);
+  // commit_reserved() once its checks passed.
+  void finish_commit(std::unique_lock<detail::light_mutex>& lock);
   placement place(std::uint64_t len) const;
   bool room_for(const placement& at) const;
   void forget_oldest_record();

@@ -45,6 +45,10 @@ class shm_endpoint final : public publisher_endpoint {
   }
   std::error_code commit(frame_slot&) override { return state_->commit_reserved(); }
   void cancel(frame_slot&) override { state_->cancel_reserved(); }
+  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
+                              bool& dropped) override {
+    return state_->write_frame(size, sequence, write, dropped);
+  }
   void begin_batch() override { state_->begin_batch(); }
   void end_batch() override { state_->end_batch(); }
   std::size_t subscriber_count() const override { return state_->subscriber_count(); }

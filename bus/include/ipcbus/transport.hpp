@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -69,6 +70,25 @@ struct frame_slot {
   bool brief = false;
 };
 
+// What publisher_endpoint::write_frame calls to write a frame's bytes: a
+// callable borrowed for the call (a pointer and a trampoline, so that a
+// publish copies no callable and allocates nothing).
+class frame_writer_ref {
+ public:
+  // The callable must outlive the call it is passed to (a temporary does).
+  template <typename F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, frame_writer_ref> &&
+             std::is_invocable_r_v<bool, std::remove_reference_t<F>&, char*>)
+  frame_writer_ref(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
+      : callable_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* c, char* out) { return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(c))(out)); }) {}
+  bool operator()(char* out) const { return call_(callable_, out); }
+
+ private:
+  void* callable_;
+  bool (*call_)(void*, char*);
+};
+
 class publisher_endpoint {
  public:
   virtual ~publisher_endpoint() = default;
@@ -104,6 +124,16 @@ class publisher_endpoint {
   // Errors: closed (the endpoint closed meanwhile; nobody got the frame).
   virtual std::error_code commit(frame_slot& slot);
   virtual void cancel(frame_slot& slot);
+  // A publish in place in one call, which every endpoint that writes in place
+  // implements: as reserve() of a brief slot, `write` filling its `size`
+  // bytes, then commit(); or cancel() when `write` returns false
+  // (invalid_argument) or throws (rethrown). `dropped`: a drop policy
+  // discarded the frame (counted) and `write` was not called. The bus
+  // publishes through it, and through reserve()/commit() only for loans and
+  // forwarded frames. Errors: as reserve(); invalid_argument when
+  // !writes_in_place().
+  virtual std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
+                                      bool& dropped);
 
   // A batch (Publisher::publish_batch): between begin_batch() and end_batch()
   // the bus sends or reserves several frames in a row on one thread and

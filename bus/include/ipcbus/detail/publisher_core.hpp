@@ -137,6 +137,8 @@ class publisher_core {
   // All with publish_mutex_ held.
   std::error_code wait_for_loan(std::unique_lock<light_mutex>& lock);
   std::error_code publish_one(std::size_t payload_size, payload_writer_ref write);
+  std::error_code publish_in_place(std::size_t payload_size, payload_writer_ref write);
+  void count_publish(std::size_t payload_size);  // the stats block's messages and bytes
   std::shared_ptr<encoded_frame> take_spare_frame();
   // brief: the frame is filled and finished at once, on this thread (not a loan).
   std::error_code start_frame(std::size_t payload_size, char*& payload, bool brief);
@@ -152,6 +154,7 @@ class publisher_core {
   topic_settings settings_;
   security_settings security_;  // as configured when it was created: a reload does not change it
   std::unique_ptr<publisher_endpoint> endpoint_;
+  bool in_place_ = false;  // endpoint_->writes_in_place(), asked once
   std::unique_ptr<registration> registration_;
   std::unique_ptr<stats_block> stats_;
 

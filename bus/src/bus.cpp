@@ -62,8 +62,11 @@ void bus_state::spin_until_idle() {
   // the next frame needs. (The clock costs 28-85 ns on a VM with kvm-clock.)
   // A frame that lands during a round waits for it: with 64 glances (a pause
   // each, about 30 ns here) the io thread is in a round a few per cent of the
-  // idle time instead of a fifth, and a round still comes every 2-3 us.
+  // idle time instead of a fifth, and a round still comes every 2-3 us. A
+  // glance looks at every link, so with more links there are fewer glances
+  // per round (at least 4), to keep rounds as frequent.
   constexpr unsigned glances_per_round = 64;
+  constexpr unsigned min_glances_per_round = 4;
   clock::time_point idle_since{};
   clock::time_point last_io_poll = clock::now();
   for (;;) {
@@ -91,7 +94,9 @@ void bus_state::spin_until_idle() {
     }
     if (idle_since == clock::time_point{}) idle_since = now;
     else if (!forever && now - idle_since >= budget) return;
-    for (unsigned glance = 0; glance < glances_per_round; ++glance) {
+    const unsigned glances = std::max<unsigned>(
+        min_glances_per_round, glances_per_round / static_cast<unsigned>(std::min<std::size_t>(pollers.size(), 64)));
+    for (unsigned glance = 0; glance < glances; ++glance) {
       cpu_relax();
       if (std::any_of(pollers.begin(), pollers.end(), [](const auto& p) { return p->ready(); })) break;
     }

@@ -617,6 +617,32 @@ BOOST_AUTO_TEST_CASE(busy_polling_subscribers_notice_a_sigkilled_publisher) {
   runner.join();
 }
 
+// The same without a wake connection (the eventfd hand-over turned off, as when
+// a publisher has no wake socket): nothing tells a busy-polling link at once,
+// so its polls must notice, a publisher that closes through the ring's closed
+// flag and a killed one through the process check, though they ask the
+// latter only once in 64 idle polls.
+BOOST_AUTO_TEST_CASE(busy_polling_subscribers_without_a_wake_connection_notice_the_publisher_end) {
+  // Set before any bus exists: nothing else reads the environment meanwhile.
+  ::setenv("IPCBUS_SHM_WAKE", "futex", 1);
+  scratch_domain d;
+  const std::string yaml = "defaults: { transport: shm, busy_poll: true }\n";
+  const auto cfg = d.write_config(yaml);
+  for (const int sig : {SIGTERM, SIGKILL}) {
+    BOOST_TEST_CONTEXT("publisher ended by signal " << sig) {
+      ipcbus::Bus bus(d.options(yaml));
+      std::atomic<int> got{0};
+      auto sub = bus.subscribe<Sample>("poll/end", [&](const Sample&, const ipcbus::MessageInfo&) { ++got; });
+      child_process pub(peer, {"serve", cfg.string(), "poll/end"});
+      BOOST_REQUIRE(eventually([&] { return got.load() > 0; }));
+      pub.signal(sig);
+      pub.wait(10s);
+      BOOST_TEST(eventually([&] { return sub.publisher_count() == 0u; }));
+    }
+  }
+  ::unsetenv("IPCBUS_SHM_WAKE");
+}
+
 // ---- side segments: reused, never torn ----------------------------------------
 
 namespace {

@@ -23,8 +23,9 @@ namespace asio = boost::asio;
 namespace {
 // Frames delivered per turn before the io thread gets to other work.
 constexpr int drain_batch = 256;
-// A polled link asks whether its publisher is gone once per this many polls
-// that found nothing (a poll comes every 64 glances, about 2 us while idle).
+// A polled link asks whether its publisher's process is gone once per this
+// many polls that found nothing (a poll comes every few microseconds while
+// idle); a publisher that closed is seen at the next poll.
 constexpr unsigned idle_polls_per_liveness_check = 64;
 // The waker re-checks that the publisher still exists at least this often.
 constexpr auto waker_sleep = std::chrono::milliseconds(100);
@@ -238,11 +239,12 @@ bool shm_link_state::yield_before_sleep() {
 bool shm_link_state::poll() {
   if (closed_ || paused_ || draining_) return false;
   if (!reader_->data_available()) {
-    // The bus polls between its glances at the rings, a few times a
-    // microsecond while idle: whether the publisher is gone is asked only
-    // every so many polls, as the question reads the clock (30-80 ns on a
-    // VM) and a record arriving meanwhile would wait for the answer.
-    if (++idle_polls_ % idle_polls_per_liveness_check != 0) return false;
+    // The bus polls between its glances at the rings, every few microseconds
+    // while idle. The closed flag is a load of a line only it uses; whether
+    // the publisher's process still exists is asked only every so many
+    // polls, as the question reads the clock (30-80 ns on a VM) and a record
+    // arriving meanwhile would wait for the answer.
+    if (!reader_->publisher_closed() && ++idle_polls_ % idle_polls_per_liveness_check != 0) return false;
     if (!reader_->publisher_gone()) return false;
     publisher_gone_.store(true);  // drain() delivers what is left, then reports it
   }

@@ -70,6 +70,8 @@ class ring_reader {
   bool data_available() const;
   // The publisher closed its ring or its process no longer exists.
   bool publisher_gone();
+  // The publisher closed its ring (one load; no process check).
+  bool publisher_closed() const { return hdr_ != nullptr && hdr_->closed.load(std::memory_order_acquire) != 0; }
   // Sleeps on the ring's data futex until a record is published (or `timeout`).
   void wait_for_data(std::chrono::milliseconds timeout);
   // Asks the publisher to write our eventfd (handed over, shm_wake.hpp) for the

@@ -162,13 +162,14 @@ std::error_code publisher_core::publish_batch(std::size_t count, batch_source_re
 
 std::error_code publisher_core::publish_one(std::size_t payload_size, payload_writer_ref write) {
   if (in_place_) return publish_in_place(payload_size, write);
+  // Into a buffer of our own, which finish_frame hands to the endpoint.
   char* payload = nullptr;
   if (auto ec = start_frame(payload_size, payload, true)) return ec;
   bool written = true;
   try {
-    written = payload == nullptr || payload_size == 0 || write(payload, payload_size);
+    written = payload_size == 0 || write(payload, payload_size);
   } catch (...) {
-    cancel_frame();  // the endpoint may hold its lock for the frame: never leave it open
+    cancel_frame();  // no frame may stay open for the next publish
     throw;
   }
   if (!written) {

@@ -12,9 +12,28 @@ std::error_code publisher_endpoint::commit(frame_slot&) { return make_error_code
 
 void publisher_endpoint::cancel(frame_slot&) {}
 
-std::error_code publisher_endpoint::write_frame(std::size_t, std::uint64_t, frame_writer_ref, bool& dropped) {
+std::error_code publisher_endpoint::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
+                                                bool& dropped) {
   dropped = false;
-  return make_error_code(errc::invalid_argument);
+  frame_slot slot;
+  slot.brief = true;
+  if (auto ec = reserve(size, sequence, slot)) return ec;
+  if (slot.dropped) {
+    dropped = true;
+    return {};
+  }
+  bool written = false;
+  try {
+    written = write(slot.data);
+  } catch (...) {
+    cancel(slot);  // the endpoint may hold its lock for a brief slot: never leave it open
+    throw;
+  }
+  if (!written) {
+    cancel(slot);
+    return make_error_code(errc::invalid_argument);
+  }
+  return commit(slot);
 }
 
 void transport_registry::add(std::unique_ptr<transport_backend> t) {

@@ -282,33 +282,15 @@ std::error_code ring_publisher::reserve(std::size_t size, std::uint64_t sequence
   return {};
 }
 
+bool ring_publisher::written_in_one_hold(std::size_t size) const {
+  return size <= max_brief_hold && layout::record_size(size) <= capacity_ / 4;
+}
+
 // reserve(), fill and commit_reserved() under one lock, for frames that
 // reserve() would hold the lock for anyway (brief, in the ring itself).
 std::error_code ring_publisher::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
                                             bool& dropped) {
   dropped = false;
-  if (size > max_brief_hold || layout::record_size(size) > capacity_ / 4) {
-    // A side segment, or a copy too long to make under the lock: in two steps.
-    frame_slot slot;
-    slot.brief = true;
-    if (auto ec = reserve(size, sequence, slot)) return ec;
-    if (slot.dropped) {
-      dropped = true;
-      return {};
-    }
-    bool written = false;
-    try {
-      written = write(slot.data);
-    } catch (...) {
-      cancel_reserved();
-      throw;
-    }
-    if (!written) {
-      cancel_reserved();
-      return make_error_code(errc::invalid_argument);
-    }
-    return commit_reserved();
-  }
   std::unique_lock lock = take_lock();
   const lock_parker park{*this, lock};
   frame_slot slot;

@@ -61,9 +61,11 @@ class ring_publisher {
   std::error_code reserve(std::size_t size, std::uint64_t sequence, frame_slot& out);
   std::error_code commit_reserved();
   void cancel_reserved();
-  // reserve(), `write` and commit_reserved() (or cancel_reserved()) in one
-  // call: publisher_endpoint::write_frame. Under one lock for a frame that
-  // goes into the ring and is copied in a moment.
+  // reserve(), `write` and commit_reserved() (or the end of the reservation)
+  // under one hold of the lock (publisher_endpoint::write_frame), for a frame
+  // of `size` bytes for which written_in_one_hold() holds: it goes into the
+  // ring and is copied in a moment. Others take the two calls.
+  bool written_in_one_hold(std::size_t size) const;
   std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write, bool& dropped);
   // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
   // kept between frames and the tail is stored once every few records

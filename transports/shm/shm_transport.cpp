@@ -47,6 +47,8 @@ class shm_endpoint final : public publisher_endpoint {
   void cancel(frame_slot&) override { state_->cancel_reserved(); }
   std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
                               bool& dropped) override {
+    // A side segment, or a copy too long to make under the ring's lock: in two steps.
+    if (!state_->written_in_one_hold(size)) return publisher_endpoint::write_frame(size, sequence, write, dropped);
     return state_->write_frame(size, sequence, write, dropped);
   }
   void begin_batch() override { state_->begin_batch(); }

@@ -124,14 +124,13 @@ class publisher_endpoint {
   // Errors: closed (the endpoint closed meanwhile; nobody got the frame).
   virtual std::error_code commit(frame_slot& slot);
   virtual void cancel(frame_slot& slot);
-  // A publish in place in one call, which every endpoint that writes in place
-  // implements: as reserve() of a brief slot, `write` filling its `size`
-  // bytes, then commit(); or cancel() when `write` returns false
-  // (invalid_argument) or throws (rethrown). `dropped`: a drop policy
+  // A publish in place in one call: reserve() of a brief slot, `write`
+  // filling its `size` bytes, then commit(); or cancel() when `write` returns
+  // false (invalid_argument) or throws (rethrown). `dropped`: a drop policy
   // discarded the frame (counted) and `write` was not called. The bus
   // publishes through it, and through reserve()/commit() only for loans and
-  // forwarded frames. Errors: as reserve(); invalid_argument when
-  // !writes_in_place().
+  // forwarded frames. The default makes exactly those calls; an endpoint may
+  // do it all under one lock. Errors: as reserve() and commit().
   virtual std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
                                       bool& dropped);
 

@@ -150,10 +150,12 @@ void shm_link_state::drain_later() {
 }
 
 // Delivers up to a batch of frames. Re-entrant calls return at once: the outer
-// loop carries on.
+// loop carries on. on_closed may drop the link's last outside reference: every
+// caller holds one of its own (the handlers of wait_event and drain_later, the
+// bus's poller list), so this object outlives the call without taking another
+// (two locked instructions per drain, which in a ping-pong is per message).
 void shm_link_state::drain() {
   if (closed_ || paused_ || draining_) return;
-  const auto self = shared_from_this();  // on_closed may drop the last outside reference
   if (asleep_direct_) {  // awake for another reason: spare the publisher a write
     reader_->stop_sleeping_on_eventfd();
     asleep_direct_ = false;

@@ -174,6 +174,11 @@ struct alignas(64) ring_header {
   slot slot_table[slot_count];
 };
 
+// Positions README.md ("Layout") and the fuzz seeds (tests/fuzz/make_seeds.py)
+// spell out: a change here is a new layout version, and those change with it.
+static_assert(offsetof(ring_header, tail) == 64 && offsetof(ring_header, tail_intent) == 128 &&
+              offsetof(ring_header, closed) == 192 && sizeof(ring_header) == 8576);
+
 inline constexpr std::uint64_t data_offset = align_up(sizeof(ring_header), 4096);
 
 // ---- futex ------------------------------------------------------------------

@@ -22,17 +22,7 @@ std::error_code publisher_endpoint::write_frame(std::size_t size, std::uint64_t 
     dropped = true;
     return {};
   }
-  bool written = false;
-  try {
-    written = write(slot.data);
-  } catch (...) {
-    cancel(slot);  // the endpoint may hold its lock for a brief slot: never leave it open
-    throw;
-  }
-  if (!written) {
-    cancel(slot);
-    return make_error_code(errc::invalid_argument);
-  }
+  if (auto ec = write.fill(slot.data, [&] { cancel(slot); })) return ec;
   return commit(slot);
 }
 

@@ -300,17 +300,9 @@ std::error_code ring_publisher::write_frame(std::size_t size, std::uint64_t sequ
     return {};
   }
   // The lock is held from here to the commit, so close() cannot come between.
-  bool written = false;
-  try {
-    written = write(slot.data);
-  } catch (...) {
-    end_reservation();  // in the ring, never published: nothing to give back
-    throw;
-  }
-  if (!written) {
-    end_reservation();
-    return make_error_code(errc::invalid_argument);
-  }
+  // A frame in the ring that is never published needs no more than its
+  // reservation ended.
+  if (auto ec = write.fill(slot.data, [&] { end_reservation(); })) return ec;
   finish_commit(lock);
   return {};
 }

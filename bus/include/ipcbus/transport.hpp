@@ -27,6 +27,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "ipcbus/config.hpp"
+#include "ipcbus/error.hpp"
 #include "ipcbus/frame_codec.hpp"
 
 namespace ipcbus {
@@ -83,6 +84,22 @@ class frame_writer_ref {
       : callable_(const_cast<void*>(static_cast<const void*>(&f))),
         call_([](void* c, char* out) { return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(c))(out)); }) {}
   bool operator()(char* out) const { return call_(callable_, out); }
+  // Writes the frame at `out`; when the writer returns false (then
+  // invalid_argument) or throws (then the exception goes on), `cancel()` first:
+  // a reservation must never stay open, and its endpoint may hold a lock for it.
+  template <typename Cancel>
+  std::error_code fill(char* out, Cancel&& cancel) const {
+    bool written = false;
+    try {
+      written = (*this)(out);
+    } catch (...) {
+      cancel();
+      throw;
+    }
+    if (written) return {};
+    cancel();
+    return make_error_code(errc::invalid_argument);
+  }
 
  private:
   void* callable_;

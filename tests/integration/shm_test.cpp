@@ -623,8 +623,12 @@ BOOST_AUTO_TEST_CASE(busy_polling_subscribers_notice_a_sigkilled_publisher) {
 // flag and a killed one through the process check, though they ask the
 // latter only once in 64 idle polls.
 BOOST_AUTO_TEST_CASE(busy_polling_subscribers_without_a_wake_connection_notice_the_publisher_end) {
-  // Set before any bus exists: nothing else reads the environment meanwhile.
-  ::setenv("IPCBUS_SHM_WAKE", "futex", 1);
+  // Set before any bus exists (nothing else reads the environment meanwhile),
+  // and unset however the case ends: later cases must get the hand-over.
+  struct futex_wake_only {
+    futex_wake_only() { ::setenv("IPCBUS_SHM_WAKE", "futex", 1); }
+    ~futex_wake_only() { ::unsetenv("IPCBUS_SHM_WAKE"); }
+  } const env;
   scratch_domain d;
   const std::string yaml = "defaults: { transport: shm, busy_poll: true }\n";
   const auto cfg = d.write_config(yaml);
@@ -640,7 +644,6 @@ BOOST_AUTO_TEST_CASE(busy_polling_subscribers_without_a_wake_connection_notice_t
       BOOST_TEST(eventually([&] { return sub.publisher_count() == 0u; }));
     }
   }
-  ::unsetenv("IPCBUS_SHM_WAKE");
 }
 
 // ---- side segments: reused, never torn ----------------------------------------

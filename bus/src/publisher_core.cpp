@@ -183,26 +183,28 @@ std::error_code publisher_core::publish_one(std::size_t payload_size, payload_wr
 // encoded and committed by one call (publisher_endpoint::write_frame), and
 // nothing of it is kept in frame_, which only a loan needs between calls.
 std::error_code publisher_core::publish_in_place(std::size_t payload_size, payload_writer_ref write) {
-  frame_header h;
-  h.sequence = next_sequence_;
-  h.publisher_id = id_;
-  h.publish_time_ns = in_batch_ ? batch_time_ns_ : wall_clock_ns();
-  h.origin_host = bus_->host_id;
-  h.payload_type = type_name_;
-  bool dropped = false;
-  const std::error_code ec = endpoint_->write_frame(
-      local_frame_size(h, payload_size), next_sequence_,
-      [&](char* out) {
+  const frame_header h = next_header();
+  const std::error_code ec =
+      endpoint_->write_frame(local_frame_size(h, payload_size), next_sequence_, [&](char* out) {
         char* payload = encode_local_frame_header(out, h, payload_size);
         return payload_size == 0 || write(payload, payload_size);
-      },
-      dropped);
+      });
   mirror_counters();
   if (ec) return ec;
   // Sent, or dropped by the endpoint's QoS (counted there): the sequence is spent either way.
   ++next_sequence_;
   count_publish(payload_size);
   return {};
+}
+
+frame_header publisher_core::next_header() const {
+  frame_header h;
+  h.sequence = next_sequence_;
+  h.publisher_id = id_;
+  h.publish_time_ns = in_batch_ ? batch_time_ns_ : wall_clock_ns();
+  h.origin_host = bus_->host_id;
+  h.payload_type = type_name_;
+  return h;
 }
 
 std::error_code publisher_core::publish_forwarded(const frame_header& origin, std::string_view payload,
@@ -258,7 +260,7 @@ std::error_code publisher_core::finish_loan() {
     // the same size in practice, and if it ever did not, the loan's time stays.
     frame_header h = frame_.header;
     h.publish_time_ns = wall_clock_ns();
-    if (endpoint_->writes_in_place()) {
+    if (in_place_) {
       encode_local_frame_header(frame_.start, h, frame_.payload_size);  // same size whatever the time
       frame_.header = h;
     } else if (delimited_frame_size(h, frame_.payload_size) ==
@@ -304,23 +306,18 @@ std::shared_ptr<encoded_frame> publisher_core::take_spare_frame() {
 
 std::error_code publisher_core::start_frame(std::size_t payload_size, char*& payload, bool brief) {
   // frame_ is empty here (finish_frame and cancel_frame leave it so, and a
-  // failed start leaves no buffer): only the fields are set, field by field.
+  // failed start leaves no buffer): only the fields are set, never the whole.
   frame_.slot = frame_slot{};
   frame_.slot.brief = brief;
   frame_.start = nullptr;
-  frame_.header.sequence = next_sequence_;
-  frame_.header.publisher_id = id_;
-  frame_.header.publish_time_ns = in_batch_ ? batch_time_ns_ : wall_clock_ns();
-  frame_.header.origin_host = bus_->host_id;
-  frame_.header.hop_count = 0;
+  frame_.header = next_header();
   if (forwarded_) {
     frame_.header.origin_host = forwarded_->origin_host;
     frame_.header.hop_count = forwarded_->hop_count + 1;
     frame_.header.publish_time_ns = forwarded_->publish_time_ns;
   }
-  frame_.header.payload_type = type_name_;
   frame_.payload_size = payload_size;
-  if (endpoint_->writes_in_place()) {  // the local frame layout (frame_codec.hpp)
+  if (in_place_) {  // the local frame layout (frame_codec.hpp)
     if (auto ec = endpoint_->reserve(local_frame_size(frame_.header, payload_size), next_sequence_, frame_.slot)) {
       mirror_counters();
       return ec;

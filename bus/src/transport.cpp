@@ -12,17 +12,12 @@ std::error_code publisher_endpoint::commit(frame_slot&) { return make_error_code
 
 void publisher_endpoint::cancel(frame_slot&) {}
 
-std::error_code publisher_endpoint::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
-                                                bool& dropped) {
-  dropped = false;
+std::error_code publisher_endpoint::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write) {
   frame_slot slot;
   slot.brief = true;
   if (auto ec = reserve(size, sequence, slot)) return ec;
-  if (slot.dropped) {
-    dropped = true;
-    return {};
-  }
-  if (auto ec = write.fill(slot.data, [&] { cancel(slot); })) return ec;
+  if (slot.dropped) return {};
+  if (auto ec = write_or_cancel(write, slot.data, [&] { cancel(slot); })) return ec;
   return commit(slot);
 }
 

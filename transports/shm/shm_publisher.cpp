@@ -288,21 +288,16 @@ bool ring_publisher::written_in_one_hold(std::size_t size) const {
 
 // reserve(), fill and commit_reserved() under one lock, for frames that
 // reserve() would hold the lock for anyway (brief, in the ring itself).
-std::error_code ring_publisher::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
-                                            bool& dropped) {
-  dropped = false;
+std::error_code ring_publisher::write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write) {
   std::unique_lock lock = take_lock();
   const lock_parker park{*this, lock};
   frame_slot slot;
   if (auto ec = reserve_locked(lock, size, sequence, slot)) return ec;
-  if (slot.dropped) {
-    dropped = true;
-    return {};
-  }
+  if (slot.dropped) return {};
   // The lock is held from here to the commit, so close() cannot come between.
   // A frame in the ring that is never published needs no more than its
   // reservation ended.
-  if (auto ec = write.fill(slot.data, [&] { end_reservation(); })) return ec;
+  if (auto ec = write_or_cancel(write, slot.data, [&] { end_reservation(); })) return ec;
   finish_commit(lock);
   return {};
 }

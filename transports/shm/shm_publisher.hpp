@@ -66,7 +66,7 @@ class ring_publisher {
   // of `size` bytes for which written_in_one_hold() holds: it goes into the
   // ring and is copied in a moment. Others take the two calls.
   bool written_in_one_hold(std::size_t size) const;
-  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write, bool& dropped);
+  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write);
   // A batch (publisher_endpoint::begin_batch): until end_batch() the lock is
   // kept between frames and the tail is stored once every few records
   // instead of for each (README.md, "Protocol": when at once). Only the

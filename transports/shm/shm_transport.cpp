@@ -45,11 +45,10 @@ class shm_endpoint final : public publisher_endpoint {
   }
   std::error_code commit(frame_slot&) override { return state_->commit_reserved(); }
   void cancel(frame_slot&) override { state_->cancel_reserved(); }
-  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
-                              bool& dropped) override {
+  std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write) override {
     // A side segment, or a copy too long to make under the ring's lock: in two steps.
-    if (!state_->written_in_one_hold(size)) return publisher_endpoint::write_frame(size, sequence, write, dropped);
-    return state_->write_frame(size, sequence, write, dropped);
+    if (!state_->written_in_one_hold(size)) return publisher_endpoint::write_frame(size, sequence, write);
+    return state_->write_frame(size, sequence, write);
   }
   void begin_batch() override { state_->begin_batch(); }
   void end_batch() override { state_->end_batch(); }

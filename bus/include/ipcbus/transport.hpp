@@ -21,12 +21,12 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <type_traits>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
 
 #include "ipcbus/config.hpp"
+#include "ipcbus/detail/borrowed_callable.hpp"
 #include "ipcbus/error.hpp"
 #include "ipcbus/frame_codec.hpp"
 
@@ -71,40 +71,25 @@ struct frame_slot {
   bool brief = false;
 };
 
-// What publisher_endpoint::write_frame calls to write a frame's bytes: a
-// callable borrowed for the call (a pointer and a trampoline, so that a
-// publish copies no callable and allocates nothing).
-class frame_writer_ref {
- public:
-  // The callable must outlive the call it is passed to (a temporary does).
-  template <typename F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, frame_writer_ref> &&
-             std::is_invocable_r_v<bool, std::remove_reference_t<F>&, char*>)
-  frame_writer_ref(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
-      : callable_(const_cast<void*>(static_cast<const void*>(&f))),
-        call_([](void* c, char* out) { return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(c))(out)); }) {}
-  bool operator()(char* out) const { return call_(callable_, out); }
-  // Writes the frame at `out`; when the writer returns false (then
-  // invalid_argument) or throws (then the exception goes on), `cancel()` first:
-  // a reservation must never stay open, and its endpoint may hold a lock for it.
-  template <typename Cancel>
-  std::error_code fill(char* out, Cancel&& cancel) const {
-    bool written = false;
-    try {
-      written = (*this)(out);
-    } catch (...) {
-      cancel();
-      throw;
-    }
-    if (written) return {};
-    cancel();
-    return make_error_code(errc::invalid_argument);
-  }
+// What publisher_endpoint::write_frame calls to write a frame's bytes.
+using frame_writer_ref = detail::borrowed_callable<bool(char*)>;
 
- private:
-  void* callable_;
-  bool (*call_)(void*, char*);
-};
+// Runs `write` at `out`; when it returns false (then invalid_argument) or
+// throws (then the exception goes on), `cancel()` first: a reservation must
+// never stay open, and its endpoint may hold a lock for it.
+template <typename Cancel>
+std::error_code write_or_cancel(frame_writer_ref write, char* out, Cancel&& cancel) {
+  bool written = false;
+  try {
+    written = write(out);
+  } catch (...) {
+    cancel();
+    throw;
+  }
+  if (written) return {};
+  cancel();
+  return make_error_code(errc::invalid_argument);
+}
 
 class publisher_endpoint {
  public:
@@ -143,13 +128,12 @@ class publisher_endpoint {
   virtual void cancel(frame_slot& slot);
   // A publish in place in one call: reserve() of a brief slot, `write`
   // filling its `size` bytes, then commit(); or cancel() when `write` returns
-  // false (invalid_argument) or throws (rethrown). `dropped`: a drop policy
-  // discarded the frame (counted) and `write` was not called. The bus
-  // publishes through it, and through reserve()/commit() only for loans and
-  // forwarded frames. The default makes exactly those calls; an endpoint may
-  // do it all under one lock. Errors: as reserve() and commit().
-  virtual std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write,
-                                      bool& dropped);
+  // false (invalid_argument) or throws (rethrown). A frame a drop policy
+  // discards (counted by the endpoint) is not written and is no error. The
+  // bus publishes through it, and through reserve()/commit() only for loans
+  // and forwarded frames. The default makes exactly those calls; an endpoint
+  // may do it all under one lock. Errors: as reserve() and commit().
+  virtual std::error_code write_frame(std::size_t size, std::uint64_t sequence, frame_writer_ref write);
 
   // A batch (Publisher::publish_batch): between begin_batch() and end_batch()
   // the bus sends or reserves several frames in a row on one thread and

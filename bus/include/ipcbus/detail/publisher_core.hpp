@@ -19,6 +19,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include "ipcbus/detail/borrowed_callable.hpp"
 #include "ipcbus/detail/bus_state.hpp"
 #include "ipcbus/detail/light_mutex.hpp"
 #include "ipcbus/frame_codec.hpp"
@@ -26,26 +27,8 @@
 
 namespace ipcbus::detail {
 
-// What publish() calls to write the payload: a callable borrowed for the
-// duration of the call, as a pointer and a trampoline. A std::function would
-// cost a copy of the callable and two indirect calls on every publish.
-class payload_writer_ref {
- public:
-  // The callable must outlive the call it is passed to (a temporary does).
-  template <typename F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, payload_writer_ref> &&
-             std::is_invocable_r_v<bool, std::remove_reference_t<F>&, char*, std::size_t>)
-  payload_writer_ref(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
-      : callable_(const_cast<void*>(static_cast<const void*>(&f))),
-        call_([](void* c, char* out, std::size_t n) {
-          return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(c))(out, n));
-        }) {}
-  bool operator()(char* out, std::size_t n) const { return call_(callable_, out, n); }
-
- private:
-  void* callable_;
-  bool (*call_)(void*, char*, std::size_t);
-};
+// What publish() calls to write the payload.
+using payload_writer_ref = borrowed_callable<bool(char*, std::size_t)>;
 
 // What publish_batch() asks of the messages it publishes: message i's
 // payload size and a writer of its payload, as payload_writer_ref's. Borrowed
@@ -138,6 +121,9 @@ class publisher_core {
   std::error_code wait_for_loan(std::unique_lock<light_mutex>& lock);
   std::error_code publish_one(std::size_t payload_size, payload_writer_ref write);
   std::error_code publish_in_place(std::size_t payload_size, payload_writer_ref write);
+  // The header of the next frame this publisher sends: its sequence, id, the
+  // publish time (the batch's, in a batch), this host, no hop, its type.
+  frame_header next_header() const;
   void count_publish(std::size_t payload_size);  // the stats block's messages and bytes
   std::shared_ptr<encoded_frame> take_spare_frame();
   // brief: the frame is filled and finished at once, on this thread (not a loan).

@@ -183,10 +183,21 @@ std::string measure(const std::string& who, std::size_t size, const bridge_bench
     specs.push_back({"publisher", -1, [=] { return bridge_publisher(config, topic, size, o.duration, flags); }});
   } else {
     std::string why;
-    ch = who == "raw-tcp" ? make_raw_fanout("raw-tcp", size, 1, why) : make_zmq_fanout("zmq-tcp", dir.path(), 1);
+    zmq_relay_chain* relay = nullptr;
+    if (who == "zmq-proxy") {
+      auto chain = make_zmq_relay_chain(dir.path());
+      relay = chain.get();
+      ch = std::move(chain);
+    } else {
+      ch = who == "raw-tcp" ? make_raw_fanout("raw-tcp", size, 1, why) : make_zmq_fanout("zmq-tcp", dir.path(), 1);
+    }
     if (!ch) return why.empty() ? "not built" : why;
     specs.push_back({"subscriber", -1, [&ch, plan] { return run_channel_subscriber(*ch, 0, plan); }});
     specs.push_back({"publisher", -1, [&ch, plan] { return run_channel_publisher(*ch, plan); }});
+    if (relay) {
+      for (int i = 0; i < 2; ++i)
+        specs.push_back({"forwarder " + std::to_string(i), -1, [relay, i] { return relay->run_forwarder(i); }});
+    }
   }
   if (!run_children(specs, o.duration + 60s, reports, error)) return error;
   if (!reports[0].error.empty()) return reports[0].error;
@@ -202,7 +213,7 @@ std::string measure(const std::string& who, std::size_t size, const bridge_bench
 std::vector<bridge_bench_row> run_bridge_bench(const bridge_bench_options& o, std::ostream& progress, int& failures) {
   failures = 0;
   const std::vector<std::size_t> sizes = o.sizes.empty() ? std::vector<std::size_t>{64, 1024, 16384} : o.sizes;
-  const std::vector<std::string> who = {"bridge", "raw-tcp", "zmq-tcp"};
+  const std::vector<std::string> who = {"bridge", "raw-tcp", "zmq-tcp", "zmq-proxy"};
   scratch_dir runtime;
   const fs::path config = runtime.path() / "bench.yaml";
   {
@@ -261,23 +272,24 @@ void print_bridge_report(std::ostream& out, const std::vector<bridge_bench_row>&
   std::map<std::size_t, std::map<std::string, double>> by_size;
   for (const auto& r : rows) by_size[r.size][r.who] = r.msgs_per_s;
   char line[256];
-  std::snprintf(line, sizeof line, "%-8s %14s %14s %14s %12s %12s %10s\n", "SIZE", "BRIDGE msg/s", "RAW-TCP msg/s",
-                "ZMQ-TCP msg/s", "BRIDGE MB/s", "vs RAW-TCP", "vs ZMQ");
+  std::snprintf(line, sizeof line, "%-8s %13s %13s %13s %13s %11s %10s %8s %10s\n", "SIZE", "BRIDGE msg/s",
+                "RAW-TCP msg/s", "ZMQ-TCP msg/s", "ZMQ-PROXY", "BRIDGE MB/s", "vs RAW-TCP", "vs ZMQ", "vs PROXY");
   out << "Throughput, one publisher and one subscriber, reliable; bridge = two ipcbus-bridge processes\n"
-         "between two buses over TCP on 127.0.0.1 (medians over rounds):\n"
+         "between two buses over TCP on 127.0.0.1; zmq-proxy = ZeroMQ through two forwarders the same\n"
+         "way (ipc, tcp, ipc: four processes, as the bridge); medians over rounds:\n"
       << line;
   for (const auto& [size, m] : by_size) {
-    const double br = m.count("bridge") ? m.at("bridge") : 0;
-    const double raw = m.count("raw-tcp") ? m.at("raw-tcp") : 0;
-    const double zmq = m.count("zmq-tcp") ? m.at("zmq-tcp") : 0;
-    const auto ratio = [](double a, double b) {
+    const auto rate = [&m](const char* who) { return m.count(who) ? m.at(who) : 0.0; };
+    const double br = rate("bridge");
+    const auto ratio = [br](double b) {
       char buf[32];
-      if (a <= 0 || b <= 0) return std::string("-");
-      std::snprintf(buf, sizeof buf, "%.2f", a / b);
+      if (br <= 0 || b <= 0) return std::string("-");
+      std::snprintf(buf, sizeof buf, "%.2f", br / b);
       return std::string(buf);
     };
-    std::snprintf(line, sizeof line, "%-8zu %14.0f %14.0f %14.0f %12.1f %12s %10s\n", size, br, raw, zmq,
-                  br * static_cast<double>(size) / 1e6, ratio(br, raw).c_str(), ratio(br, zmq).c_str());
+    std::snprintf(line, sizeof line, "%-8zu %13.0f %13.0f %13.0f %13.0f %11.1f %10s %8s %10s\n", size, br,
+                  rate("raw-tcp"), rate("zmq-tcp"), rate("zmq-proxy"), br * static_cast<double>(size) / 1e6,
+                  ratio(rate("raw-tcp")).c_str(), ratio(rate("zmq-tcp")).c_str(), ratio(rate("zmq-proxy")).c_str());
     out << line;
   }
   for (const auto& r : rows)

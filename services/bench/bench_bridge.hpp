@@ -1,7 +1,9 @@
 // `ipcbus bench --bridge`: throughput through two ipcbus-bridge processes (a
 // publisher on one bus, a subscriber on another, bridged over TCP on
-// 127.0.0.1), against a bare TCP stream (raw-tcp) and ZeroMQ tcp:// (zmq-tcp)
-// in the same run, with the same message sizes, in interleaved rounds.
+// 127.0.0.1), against a bare TCP stream (raw-tcp), ZeroMQ tcp:// (zmq-tcp) and
+// ZeroMQ through two forwarders in the bridge's own topology (zmq-proxy,
+// bench_zmq.hpp) in the same run, with the same message sizes, in interleaved
+// rounds.
 //
 // Blocking: runs for seconds; progress goes to `progress`. Every participant is
 // a child process (the bridges are exec'd, the others forked), as in the rest
@@ -24,7 +26,7 @@ struct bridge_bench_options {
 };
 
 struct bridge_bench_row {
-  std::string who;     // bridge, raw-tcp, zmq-tcp
+  std::string who;     // bridge, raw-tcp, zmq-tcp, zmq-proxy
   std::size_t size = 0;
   double msgs_per_s = 0;  // median over rounds; 0: not measured
   std::vector<std::string> errors;

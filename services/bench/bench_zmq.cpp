@@ -18,17 +18,34 @@ namespace {
   throw std::system_error(zmq_errno(), std::generic_category(), what + ": " + zmq_strerror(zmq_errno()));
 }
 
-// A context with one socket; the socket closes before the context terminates.
-// Senders linger (up to 10 s) so that their last message still leaves: a pong
-// closes right after its last reply. A SUB does not: it would hold its queued
-// re-subscription to a publisher that is gone for the whole linger.
+// A context of its own.
+class zmq_context {
+ public:
+  zmq_context() : ctx_(zmq_ctx_new()) {
+    if (!ctx_) throw_zmq("zmq_ctx_new");
+  }
+  ~zmq_context() { zmq_ctx_term(ctx_); }
+  zmq_context(const zmq_context&) = delete;
+  zmq_context& operator=(const zmq_context&) = delete;
+  void* get() const { return ctx_; }
+
+ private:
+  void* ctx_;
+};
+
+// A socket, with a context of its own unless it is given one (which must then
+// outlive it); the socket closes before its own context terminates. Senders
+// linger (up to 10 s) so that their last message still leaves: a pong closes
+// right after its last reply. A SUB or XSUB does not: it would hold its
+// queued re-subscription to a publisher that is gone for the whole linger.
 class zmq_socket {
  public:
-  explicit zmq_socket(int type) : ctx_(zmq_ctx_new()) {
-    if (!ctx_) throw_zmq("zmq_ctx_new");
-    sock_ = ::zmq_socket(ctx_, type);
+  explicit zmq_socket(int type, void* shared_context = nullptr)
+      : ctx_(shared_context ? nullptr : zmq_ctx_new()) {
+    if (!shared_context && !ctx_) throw_zmq("zmq_ctx_new");
+    sock_ = ::zmq_socket(shared_context ? shared_context : ctx_, type);
     if (!sock_) throw_zmq("zmq_socket");
-    const int linger = type == ZMQ_SUB ? 0 : 10000, no_limit = 0;
+    const int linger = type == ZMQ_SUB || type == ZMQ_XSUB ? 0 : 10000, no_limit = 0;
     zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock_, ZMQ_SNDHWM, &no_limit, sizeof no_limit);
     zmq_setsockopt(sock_, ZMQ_RCVHWM, &no_limit, sizeof no_limit);
@@ -132,36 +149,108 @@ class zmq_pair : public pair_channel {
   rendezvous where_;
 };
 
+// An XPUB that returns once it has seen `subscribers` subscriptions: then
+// every subscriber listens, and nothing sent is lost for want of one.
+std::unique_ptr<channel_sender> open_xpub(rendezvous& where, int subscribers) {
+  auto s = std::make_shared<zmq_socket>(ZMQ_XPUB);
+  const int verbose = 1, timeout_ms = 15000;
+  zmq_setsockopt(s->get(), ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
+  zmq_setsockopt(s->get(), ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+  where.bind(*s);
+  for (int seen = 0; seen < subscribers;) {
+    char msg[256];
+    const int n = zmq_recv(s->get(), msg, sizeof msg, 0);
+    if (n < 0 && zmq_errno() == EINTR) continue;
+    if (n < 0) throw_zmq("waiting for subscriptions");
+    if (n >= 1 && msg[0] == 1) ++seen;
+  }
+  return std::make_unique<zmq_sender>(s);
+}
+
+std::unique_ptr<channel_receiver> open_sub(rendezvous& where) {
+  auto s = std::make_shared<zmq_socket>(ZMQ_SUB);
+  where.connect(*s);
+  if (zmq_setsockopt(s->get(), ZMQ_SUBSCRIBE, "", 0) != 0) throw_zmq("ZMQ_SUBSCRIBE");
+  return std::make_unique<zmq_receiver>(s);
+}
+
 class zmq_fanout : public fanout_channel {
  public:
   zmq_fanout(const std::string& name, const std::filesystem::path& dir, int subscribers)
       : where_(name, dir, "zmq-pub"), subscribers_(subscribers) {}
-  std::unique_ptr<channel_sender> open_publisher() override {
-    auto s = std::make_shared<zmq_socket>(ZMQ_XPUB);
-    const int verbose = 1, timeout_ms = 15000;
-    zmq_setsockopt(s->get(), ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
-    zmq_setsockopt(s->get(), ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
-    where_.bind(*s);
-    // One subscription message per subscriber: then every one of them listens.
-    for (int seen = 0; seen < subscribers_;) {
-      char msg[256];
-      const int n = zmq_recv(s->get(), msg, sizeof msg, 0);
-      if (n < 0 && zmq_errno() == EINTR) continue;
-      if (n < 0) throw_zmq("waiting for subscriptions");
-      if (n >= 1 && msg[0] == 1) ++seen;
-    }
-    return std::make_unique<zmq_sender>(s);
-  }
-  std::unique_ptr<channel_receiver> open_subscriber(int) override {
-    auto s = std::make_shared<zmq_socket>(ZMQ_SUB);
-    where_.connect(*s);
-    if (zmq_setsockopt(s->get(), ZMQ_SUBSCRIBE, "", 0) != 0) throw_zmq("ZMQ_SUBSCRIBE");
-    return std::make_unique<zmq_receiver>(s);
-  }
+  std::unique_ptr<channel_sender> open_publisher() override { return open_xpub(where_, subscribers_); }
+  std::unique_ptr<channel_receiver> open_subscriber(int) override { return open_sub(where_); }
 
  private:
   rendezvous where_;
   int subscribers_;
+};
+
+// Moves what `from` holds, at most a burst of messages (zmq_proxy's way), to
+// `to`, every part of each. True once a message whose first byte is 'E' (the
+// end marker) went through; `count` (if given) counts the messages.
+bool forward(zmq_socket& from, zmq_socket& to, std::uint64_t* count) {
+  constexpr int burst = 1000;
+  zmq_msg_t msg;
+  zmq_msg_init(&msg);
+  bool ended = false;
+  for (int i = 0; i < burst && !ended;) {
+    if (zmq_msg_recv(&msg, from.get(), ZMQ_DONTWAIT) < 0) {
+      if (zmq_errno() == EINTR) continue;
+      if (zmq_errno() == EAGAIN) break;
+      zmq_msg_close(&msg);
+      throw_zmq("zmq_msg_recv");
+    }
+    const bool more = zmq_msg_more(&msg) != 0;
+    if (!more) {
+      ++i;
+      if (count) ++*count;
+      ended = zmq_msg_size(&msg) > 0 && static_cast<const char*>(zmq_msg_data(&msg))[0] == 'E';
+    }
+    while (zmq_msg_send(&msg, to.get(), more ? ZMQ_SNDMORE : 0) < 0) {
+      if (zmq_errno() == EINTR) continue;
+      zmq_msg_close(&msg);
+      throw_zmq("zmq_msg_send");
+    }
+  }
+  zmq_msg_close(&msg);
+  return ended;
+}
+
+class zmq_relay : public zmq_relay_chain {
+ public:
+  explicit zmq_relay(const std::filesystem::path& dir)
+      : in_("zmq-ipc", dir, "zmq-relay-in"), across_("zmq-tcp", dir, ""), out_("zmq-ipc", dir, "zmq-relay-out") {}
+  std::unique_ptr<channel_sender> open_publisher() override { return open_xpub(in_, 1); }
+  std::unique_ptr<channel_receiver> open_subscriber(int) override { return open_sub(out_); }
+
+  child_report run_forwarder(int index) override {
+    child_report r;
+    const zmq_context ctx;  // one I/O thread for both sockets, as zmq_proxy's caller would have
+    {
+      zmq_socket from(ZMQ_XSUB, ctx.get()), to(ZMQ_XPUB, ctx.get());
+      // Bind first, then connect: each forwarder's downstream end exists
+      // before it waits for its upstream one.
+      (index == 0 ? across_ : out_).bind(to);
+      (index == 0 ? in_ : across_).connect(from);
+      zmq_pollitem_t items[] = {{from.get(), 0, ZMQ_POLLIN, 0}, {to.get(), 0, ZMQ_POLLIN, 0}};
+      const auto cpu0 = cpu_time_ns();
+      for (bool ended = false; !ended;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+          if (zmq_errno() == EINTR) continue;
+          throw_zmq("zmq_poll");
+        }
+        if (items[1].revents & ZMQ_POLLIN) forward(to, from, nullptr);  // subscriptions, upstream
+        if (items[0].revents & ZMQ_POLLIN) ended = forward(from, to, &r.messages);
+      }
+      r.cpu_ns = cpu_time_ns() - cpu0;
+    }
+    r.hwm_kib = peak_rss_kib();
+    return r;
+  }
+
+ private:
+  rendezvous in_, across_, out_;
 };
 
 }  // namespace
@@ -183,6 +272,10 @@ std::unique_ptr<fanout_channel> make_zmq_fanout(const std::string& name, const s
   return std::make_unique<zmq_fanout>(name, dir, subscribers);
 }
 
+std::unique_ptr<zmq_relay_chain> make_zmq_relay_chain(const std::filesystem::path& dir) {
+  return std::make_unique<zmq_relay>(dir);
+}
+
 }  // namespace ipcbus::bench
 
 #else  // no libzmq in this build
@@ -195,6 +288,7 @@ std::unique_ptr<pair_channel> make_zmq_pair(const std::string&, const std::files
 std::unique_ptr<fanout_channel> make_zmq_fanout(const std::string&, const std::filesystem::path&, int) {
   return nullptr;
 }
+std::unique_ptr<zmq_relay_chain> make_zmq_relay_chain(const std::filesystem::path&) { return nullptr; }
 
 }  // namespace ipcbus::bench
 

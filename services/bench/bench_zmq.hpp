@@ -7,6 +7,12 @@
 // like the bus under `reliable`, delivers every message. Contexts and sockets
 // exist only in the children. Without libzmq (IPCBUS_HAVE_ZMQ unset) the
 // factories return nullptr.
+//
+// zmq-proxy (`ipcbus bench --bridge`) is ZeroMQ in the bridge's topology:
+// publisher -ipc-> forwarder -tcp-> forwarder -ipc-> subscriber, four
+// processes. A forwarder does what zmq_proxy does with an XSUB and an XPUB
+// socket (messages downstream in bursts, subscriptions upstream); it is
+// written out here so that it ends once the end marker went through.
 #pragma once
 
 #include <filesystem>
@@ -14,6 +20,7 @@
 #include <string>
 
 #include "bench_channel.hpp"
+#include "bench_process.hpp"
 
 namespace ipcbus::bench {
 
@@ -24,5 +31,15 @@ std::string zmq_version();
 std::unique_ptr<pair_channel> make_zmq_pair(const std::string& name, const std::filesystem::path& dir);
 std::unique_ptr<fanout_channel> make_zmq_fanout(const std::string& name, const std::filesystem::path& dir,
                                                 int subscribers);
+
+// One publisher and one subscriber with two forwarders between them (above).
+class zmq_relay_chain : public fanout_channel {
+ public:
+  // Forwarder 0 (ipc in, tcp out) or 1 (tcp in, ipc out), in a child of its
+  // own. Returns once it forwarded the end marker; `messages` counts what it
+  // forwarded downstream, the end marker included.
+  virtual child_report run_forwarder(int index) = 0;
+};
+std::unique_ptr<zmq_relay_chain> make_zmq_relay_chain(const std::filesystem::path& dir);
 
 }  // namespace ipcbus::bench

@@ -155,12 +155,14 @@ BOOST_AUTO_TEST_CASE(unknown_transports_workloads_and_sizes_are_usage_errors) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(a_bridge_run_measures_the_bridge_raw_tcp_and_zeromq_and_prints_ratios) {
+BOOST_AUTO_TEST_CASE(a_bridge_run_measures_the_bridge_raw_tcp_zeromq_and_zeromq_forwarders_and_prints_ratios) {
   scratch_domain d;
   const auto run = run_bench(d.runtime_dir(), {"--bridge", "--quick", "--rounds", "1", "--size", "64"});
   BOOST_TEST(run.exit_code == 0, run.output);
   BOOST_TEST(run.output.find("vs RAW-TCP") != std::string::npos, run.output);
-  // One row for 64 B with three rates and two ratios, none of them missing.
+  BOOST_TEST(run.output.find("vs PROXY") != std::string::npos, run.output);
+  // One row for 64 B with four rates (bridge, raw-tcp, zmq-tcp, zmq-proxy)
+  // and three ratios, none of them missing.
   std::istringstream lines(run.output);
   bool row = false;
   for (std::string line; std::getline(lines, line);) {

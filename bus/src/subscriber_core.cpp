@@ -325,13 +325,20 @@ bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::
   queue_.pop_front();
   account_gap(info);
   count_delivery(payload.size());
-  const bool resume = paused_.load() && queue_.size() < settings_.depth;
+  // A full queue resumes reading once it is down to half its depth, not at
+  // the first free place, and asks the io thread once: the links then read a
+  // run of frames per pause instead of one, and a consumer that sets the pace
+  // does not cost a wake-up of the io thread for every message it takes. It
+  // never runs dry for it: half the depth is still queued when it asks.
+  const bool resume = paused_.load() && !resume_posted_ && queue_.size() <= resume_level();
+  if (resume) resume_posted_ = true;
   lock.unlock();
   if (resume) {
     boost::asio::post(*bus_->io, [weak = weak_from_this()] {
       if (auto self = weak.lock()) {
         std::lock_guard l(self->delivery_mutex_);
-        if (self->queue_.size() < self->settings_.depth) self->set_paused(false);
+        self->resume_posted_ = false;
+        if (self->queue_.size() <= self->resume_level()) self->set_paused(false);
       }
     });
   }

@@ -155,6 +155,39 @@ CONFORMANCE_CASE(a_burst_faster_than_the_subscriber_reads_arrives_complete_and_i
   BOOST_TEST(sub.counters()->dropped.load() == 0u);
 }
 
+// A full reliable pull queue resumes reading once half of it was taken
+// (subscriber_core::pop): at the smallest depths that is when it is empty
+// (depth 1), one left (depth 2 and 3). A reader that takes a message only
+// after the publisher filled the queue again must get every one of them, in
+// order, without the publisher timing out.
+CONFORMANCE_CASE(a_full_pull_queue_of_any_depth_resumes_and_loses_nothing) {
+  for (const int depth : {1, 2, 3, 8}) {
+    BOOST_TEST_CONTEXT("depth " << depth) {
+      scratch_domain d;
+      ipcbus::Bus bus(d.options(
+          yaml(transport, "qos: reliable, depth: " + std::to_string(depth) + ", publish_timeout_ms: 10000")));
+      auto sub = bus.subscribe<Sample>("full/in");
+      auto pub = bus.advertise<Sample>("full/in");
+      BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
+      constexpr int n = 300;
+      std::thread publisher([&] {
+        for (int i = 1; i <= n; ++i) pub.publish(ipcbus::test::make_sample(i, 100));
+      });
+      for (int i = 1; i <= n; ++i) {
+        if (i % 50 == 1) std::this_thread::sleep_for(20ms);  // the queue fills meanwhile
+        auto r = sub.receive(15s);
+        BOOST_REQUIRE(r.has_value());
+        BOOST_REQUIRE(r->message.index() == static_cast<std::uint64_t>(i));
+        BOOST_TEST(r->info.lost_before == 0u);
+      }
+      publisher.join();
+      BOOST_TEST(!sub.receive(100ms).has_value());
+      BOOST_TEST(pub.counters().timeouts == 0u);
+      BOOST_TEST(sub.counters()->dropped.load() == 0u);
+    }
+  }
+}
+
 // publish_batch: the same delivery as publish() one by one. A subscriber that
 // reads slower than batches come makes a reliable batch wait for room in the
 // middle (on shm:// the batch's records must become readable first, or it

@@ -87,6 +87,8 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   void account_gap(MessageInfo& info, std::uint64_t& last_delivered);
   void count_delivery(std::size_t bytes);  // with delivery_mutex_ held
   void set_paused(bool paused);  // io thread: the pull queue is full (or not any more)
+  // How short a full pull queue must get before reading resumes (pop()).
+  std::size_t resume_level() const { return settings_.depth / 2; }
   void set_held(bool held);      // io thread: pause()/resume()
   void update_links_paused();    // io thread: pauses or resumes the links as the two flags say
 
@@ -118,6 +120,7 @@ class subscriber_core : public std::enable_shared_from_this<subscriber_core> {
   };
   std::map<std::uint64_t, ended_link> ended_links_;
   std::atomic<bool> paused_{false};  // the pull queue is full; written on the io thread, read by pop()
+  bool resume_posted_ = false;       // guarded by delivery_mutex_: pop() asked the io thread to resume
   bool held_ = false;                // pause() without resume() yet
   bool links_paused_ = false;        // what the links were last told
   std::atomic<std::size_t> link_count_{0};

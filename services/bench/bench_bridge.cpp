@@ -204,6 +204,11 @@ std::string measure(const std::string& who, std::size_t size, const bridge_bench
   if (!reports[1].error.empty()) return reports[1].error;
   if (reports[0].messages != reports[1].messages)
     return "subscriber counted " + std::to_string(reports[0].messages) + " of " + std::to_string(reports[1].messages);
+  // Forwarders count the end marker too.
+  for (std::size_t i = 2; i < reports.size(); ++i)
+    if (reports[i].messages != reports[1].messages + 1)
+      return specs[i].role + " forwarded " + std::to_string(reports[i].messages) + " of " +
+             std::to_string(reports[1].messages + 1);
   rate = rate_of(reports[0]);
   return rate > 0 ? "" : "too few messages to compute a rate";
 }
@@ -273,7 +278,7 @@ void print_bridge_report(std::ostream& out, const std::vector<bridge_bench_row>&
   for (const auto& r : rows) by_size[r.size][r.who] = r.msgs_per_s;
   char line[256];
   std::snprintf(line, sizeof line, "%-8s %13s %13s %13s %13s %11s %10s %8s %10s\n", "SIZE", "BRIDGE msg/s",
-                "RAW-TCP msg/s", "ZMQ-TCP msg/s", "ZMQ-PROXY", "BRIDGE MB/s", "vs RAW-TCP", "vs ZMQ", "vs PROXY");
+                "RAW-TCP msg/s", "ZMQ-TCP msg/s", "PROXY msg/s", "BRIDGE MB/s", "vs RAW-TCP", "vs ZMQ", "vs PROXY");
   out << "Throughput, one publisher and one subscriber, reliable; bridge = two ipcbus-bridge processes\n"
          "between two buses over TCP on 127.0.0.1; zmq-proxy = ZeroMQ through two forwarders the same\n"
          "way (ipc, tcp, ipc: four processes, as the bridge); medians over rounds:\n"

@@ -149,10 +149,20 @@ class zmq_pair : public pair_channel {
   rendezvous where_;
 };
 
+// Closing waits until everything queued has left, however long: with the
+// high-water marks off, a hop's backlog can outlast any fixed linger, and the
+// end marker is the last thing in it. The bench's deadline (it kills the
+// round's children) bounds the wait instead.
+void keep_until_sent(zmq_socket& s) {
+  const int forever = -1;
+  zmq_setsockopt(s.get(), ZMQ_LINGER, &forever, sizeof forever);
+}
+
 // An XPUB that returns once it has seen `subscribers` subscriptions: then
 // every subscriber listens, and nothing sent is lost for want of one.
-std::unique_ptr<channel_sender> open_xpub(rendezvous& where, int subscribers) {
+std::unique_ptr<channel_sender> open_xpub(rendezvous& where, int subscribers, bool linger_until_sent = false) {
   auto s = std::make_shared<zmq_socket>(ZMQ_XPUB);
+  if (linger_until_sent) keep_until_sent(*s);
   const int verbose = 1, timeout_ms = 15000;
   zmq_setsockopt(s->get(), ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
   zmq_setsockopt(s->get(), ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
@@ -221,7 +231,7 @@ class zmq_relay : public zmq_relay_chain {
  public:
   explicit zmq_relay(const std::filesystem::path& dir)
       : in_("zmq-ipc", dir, "zmq-relay-in"), across_("zmq-tcp", dir, ""), out_("zmq-ipc", dir, "zmq-relay-out") {}
-  std::unique_ptr<channel_sender> open_publisher() override { return open_xpub(in_, 1); }
+  std::unique_ptr<channel_sender> open_publisher() override { return open_xpub(in_, 1, true); }
   std::unique_ptr<channel_receiver> open_subscriber(int) override { return open_sub(out_); }
 
   child_report run_forwarder(int index) override {
@@ -229,6 +239,7 @@ class zmq_relay : public zmq_relay_chain {
     const zmq_context ctx;  // one I/O thread for both sockets, as zmq_proxy's caller would have
     {
       zmq_socket from(ZMQ_XSUB, ctx.get()), to(ZMQ_XPUB, ctx.get());
+      keep_until_sent(to);
       // Bind first, then connect: each forwarder's downstream end exists
       // before it waits for its upstream one.
       (index == 0 ? across_ : out_).bind(to);

@@ -57,13 +57,13 @@ bench::bench_options resolve(const bench_args& a) {
   return o;
 }
 
-// --bridge: the bridge against a bare TCP stream and ZeroMQ tcp://, in one run.
+// --bridge: the bridge against a bare TCP stream, ZeroMQ tcp:// and ZeroMQ forwarders, in one run.
 int run_bridge_bench(const bench::bench_options& o) {
   bench::bridge_bench_options bo;
   bo.sizes = o.sizes;
   bo.rounds = o.rounds > 0 ? o.rounds : (o.quick ? 2 : 3);
   bo.duration = o.quick ? std::chrono::milliseconds(300) : std::chrono::milliseconds(1000);
-  if (!bench::zmq_built()) std::cerr << "ipcbus bench: built without ZeroMQ; zmq-tcp is not measured\n";
+  if (!bench::zmq_built()) std::cerr << "ipcbus bench: built without ZeroMQ; zmq-tcp and zmq-proxy are not measured\n";
   bench::install_interrupt_handler();
   int failures = 0;
   const auto rows = bench::run_bridge_bench(bo, std::cerr, failures);

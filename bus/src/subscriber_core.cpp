@@ -328,8 +328,9 @@ bool subscriber_core::pop(std::string& payload, MessageInfo& info, std::chrono::
   // A full queue resumes reading once it is down to half its depth, not at
   // the first free place, and asks the io thread once: the links then read a
   // run of frames per pause instead of one, and a consumer that sets the pace
-  // does not cost a wake-up of the io thread for every message it takes. It
-  // never runs dry for it: half the depth is still queued when it asks.
+  // does not cost a wake-up of the io thread for every message it takes.
+  // Whatever is still queued when it asks (half the depth; nothing at depth 1,
+  // as before) is what the reader takes while the links start reading again.
   const bool resume = paused_.load() && !resume_posted_ && queue_.size() <= resume_level();
   if (resume) resume_posted_ = true;
   lock.unlock();

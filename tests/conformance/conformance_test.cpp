@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -170,8 +171,9 @@ CONFORMANCE_CASE(a_full_pull_queue_of_any_depth_resumes_and_loses_nothing) {
       auto pub = bus.advertise<Sample>("full/in");
       BOOST_REQUIRE(pub.wait_for_subscribers(1, 5s));
       constexpr int n = 300;
-      std::thread publisher([&] {
-        for (int i = 1; i <= n; ++i) pub.publish(ipcbus::test::make_sample(i, 100));
+      // A jthread: a failed check ends the case, not the whole binary.
+      std::jthread publisher([&](std::stop_token stop) {
+        for (int i = 1; i <= n && !stop.stop_requested(); ++i) pub.publish(ipcbus::test::make_sample(i, 100));
       });
       for (int i = 1; i <= n; ++i) {
         if (i % 50 == 1) std::this_thread::sleep_for(20ms);  // the queue fills meanwhile

@@ -273,6 +273,12 @@ void subscriber_core::update_links_paused() {
   // exception goes on once every link had its turn.
   std::exception_ptr thrown;
   for (const auto id : ids) {
+    // A link's resume() that delivers at once may fill the pull queue, which
+    // pauses every link from inside this loop. Resuming the rest after that
+    // would leave them reading into a queue that is full for good: their
+    // frames would pass its depth unchecked (set_paused sees it paused
+    // already), with no bound while their publishers keep sending.
+    if (links_paused_ != paused) break;
     const auto it = links_.find(id);
     if (it == links_.end()) continue;
     try {

@@ -190,6 +190,53 @@ CONFORMANCE_CASE(a_full_pull_queue_of_any_depth_resumes_and_loses_nothing) {
   }
 }
 
+// Two publishers feeding one slow pull subscriber: its queue fills, pauses
+// both links, and resumes them once half of it was taken. A link that
+// delivers frames it had buffered as soon as it is resumed (the stream
+// transports do) can fill the queue again while the others are still being
+// resumed; those must then stay paused too. Had one been resumed anyway, it
+// would read on into the full queue without bound: its publisher would run
+// far ahead of the reader. What either publisher may be ahead by is bounded
+// by the queue, the link's read buffer, the socket's or ring's buffering and
+// the publisher's own queue: for 4 KB frames about 1 500 on loopback TCP with
+// its largest buffers, tens of thousands for one that was let run for a second.
+CONFORMANCE_CASE(a_slow_pull_subscriber_of_two_publishers_holds_both_back) {
+  scratch_domain d;
+  ipcbus::Bus bus(d.options(yaml(transport, "qos: reliable, depth: 4, publish_timeout_ms: 200")));
+  auto sub = bus.subscribe<Sample>("two/in");
+  auto p1 = bus.advertise<Sample>("two/in");
+  auto p2 = bus.advertise<Sample>("two/in");
+  BOOST_REQUIRE(p1.wait_for_subscribers(1, 5s));
+  BOOST_REQUIRE(p2.wait_for_subscribers(1, 5s));
+  BOOST_REQUIRE(sub.wait_for_publishers(2, 5s));
+  constexpr std::uint64_t second = 1'000'000'000;  // p2's indexes start here
+  std::atomic<std::uint64_t> sent[2] = {0, 0};
+  const auto publish = [&](ipcbus::Publisher<Sample>& pub, int which, std::stop_token stop) {
+    for (std::uint64_t i = 1; !stop.stop_requested(); ++i) {
+      std::error_code ec;
+      pub.publish(ipcbus::test::make_sample(which * second + i, 4000), ec);
+      if (!ec) ++sent[which];  // a timeout: held back behind the reader, as it should be; again
+    }
+  };
+  std::jthread t1([&](std::stop_token st) { publish(p1, 0, st); });
+  std::jthread t2([&](std::stop_token st) { publish(p2, 1, st); });
+  std::uint64_t got[2] = {0, 0};
+  const auto until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = sub.receive(10s);
+    BOOST_REQUIRE(r.has_value());
+    ++got[r->message.index() >= second ? 1 : 0];
+    std::this_thread::sleep_for(1ms);
+  }
+  t1.request_stop();
+  t2.request_stop();
+  for (int which = 0; which < 2; ++which) {
+    BOOST_TEST_CONTEXT("publisher " << which + 1 << ": sent " << sent[which].load() << ", received " << got[which]) {
+      BOOST_TEST(sent[which].load() - got[which] < 20000u);
+    }
+  }
+}
+
 // publish_batch: the same delivery as publish() one by one. A subscriber that
 // reads slower than batches come makes a reliable batch wait for room in the
 // middle (on shm:// the batch's records must become readable first, or it
